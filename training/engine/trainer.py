@@ -1,0 +1,361 @@
+"""The trainer: whole dataset as tensors on the device, batch augmentation, OneCycle schedule.
+
+``train()`` knows nothing of Django, Celery or WebSockets. Callers plug in through two hooks:
+``callback(event: dict)`` receives progress events (plain JSON-able dicts), and ``should_cancel()``
+is checked between batches.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import AugmentConfig, augment_batch
+from .evaluate import as_float_images, evaluate
+from .nets import build_model, config_to_dict, count_parameters, make_config
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "cnn"
+    arch_config: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 16
+    batch_size: int = 128
+    lr: float = 0.1  # peak learning rate of the one-cycle schedule
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.15  # share of the steps spent ramping the learning rate up
+    label_smoothing: float = 0.1
+    augment: bool = True
+    augment_config: dict[str, Any] = field(default_factory=dict)
+    val_size: int = 5000  # carved from the training set, for early stopping and model selection
+    patience: int = 0  # stop after this many epochs without validation improvement; 0 = never
+    seed: int = 0
+    device: str = "auto"  # "auto" = CUDA when available, else CPU
+    precision: str = "auto"  # "auto" = bfloat16 autocast where the hardware does it fast, else "fp32"
+    extra_repeat: int = 1  # how many times each labelled user drawing is repeated per epoch
+    eval_every: int = 0  # steps between checks of target accuracy; 0 = four times per epoch
+    target_accuracy: float | None = None  # stop as soon as the check set reaches this accuracy
+
+    def validate(self) -> None:
+        make_config(self.arch, self.arch_config)
+        AugmentConfig(**self.augment_config)
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 2, "batch size must be at least 2"),
+            (self.lr > 0, "learning rate must be positive"),
+            (self.optimizer in {"sgd", "adamw"}, "optimizer must be 'sgd' or 'adamw'"),
+            (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (self.val_size >= 0, "validation size cannot be negative"),
+            (self.extra_repeat >= 0, "extra_repeat cannot be negative"),
+            (self.precision in {"auto", "fp32", "bf16"}, "precision must be auto, fp32 or bf16"),
+            (self.target_accuracy is None or 0 < self.target_accuracy <= 1, "target accuracy must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The recipe each shipped model was trained with; `train --arch X` starts from these.
+RECIPES: dict[str, dict[str, Any]] = {
+    "logreg": dict(epochs=10, batch_size=256, lr=0.01, optimizer="adamw", weight_decay=1e-4,
+                   label_smoothing=0.0, augment=False),
+    "mlp": dict(epochs=20, batch_size=128, lr=0.002, optimizer="adamw", weight_decay=1e-4,
+                augment=True, augment_config=dict(thickness=0.5)),
+    "lenet5": dict(epochs=20, batch_size=128, lr=0.003, optimizer="adamw", weight_decay=1e-4, augment=True),
+    "cnn": dict(),
+}
+
+
+def recipe(arch: str, **overrides: Any) -> TrainConfig:
+    """The default training config for an architecture, with explicit overrides (None = keep)."""
+    values = {"arch": arch, **RECIPES.get(arch, {})}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+@dataclass
+class TrainingData:
+    """What a run trains on: MNIST (uint8 ``[N,28,28]``) plus optional labelled user drawings."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    extra_images: torch.Tensor | None = None  # [M,28,28] or [M,1,28,28], uint8 or float in [0,1]
+    extra_labels: torch.Tensor | None = None
+    check_images: torch.Tensor | None = None  # only for --target-accuracy checks (never for selection)
+    check_labels: torch.Tensor | None = None
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    status: str  # "completed", "early_stopped", "target_reached" or "cancelled"
+    history: list[dict[str, Any]]  # one entry per finished epoch
+    best_epoch: int
+    val_metrics: dict[str, Any] | None
+    train_seconds: float  # time spent in training steps (evaluations excluded)
+    wall_seconds: float
+    samples_seen: int
+    steps: int
+    device: str
+    precision: str
+    checks: list[dict[str, Any]] = field(default_factory=list)  # target-accuracy checks
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        val = self.val_metrics or {}
+        return {
+            "status": self.status,
+            "best_epoch": self.best_epoch,
+            "val_accuracy": val.get("accuracy"),
+            "train_seconds": round(self.train_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "samples_seen": self.samples_seen,
+            "steps": self.steps,
+            "device": self.device,
+            "precision": self.precision,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available on this machine")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # bf16 autocast is only a win on CPUs with native bf16 dot products (AVX512-BF16 / AMX).
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_validation(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and validation parts; depends only on ``n`` and ``seed``."""
+    if val_size >= n:
+        raise ValueError(f"validation size {val_size} leaves nothing to train on (n={n})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:], perm[:val_size]
+
+
+def train(
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    callback: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train a network per ``config``; ``init_state`` fine-tunes from existing weights."""
+    config.validate()
+    emit = callback or (lambda event: None)
+    cancelled = should_cancel or (lambda: False)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    seed_everything(config.seed)
+
+    # ---- data, all on the device
+    train_idx, val_idx = split_validation(len(data.labels), config.val_size, config.seed)
+    x_train = data.images[train_idx].to(device)
+    y_train = data.labels[train_idx].long().to(device)
+    x_train_f: torch.Tensor | None = None
+    if data.extra_images is not None and len(data.extra_images) and config.extra_repeat > 0:
+        extra = as_float_images(data.extra_images).squeeze(1)
+        extra = extra.repeat(config.extra_repeat, 1, 1)
+        extra_y = data.extra_labels.long().repeat(config.extra_repeat)
+        # One float tensor when drawings are mixed in (they are not uint8 images).
+        x_train_f = torch.cat([x_train.float().div(255), extra.to(device)])
+        y_train = torch.cat([y_train, extra_y.to(device)])
+    x_val, y_val = data.images[val_idx], data.labels[val_idx].long()
+    n_train = len(y_train)
+    steps_per_epoch = n_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train})")
+    total_steps = steps_per_epoch * config.epochs
+
+    # ---- model and optimisation
+    model = build_model(config.arch, config.arch_config)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=total_steps,
+        pct_start=max(config.warmup, 1e-3),
+        anneal_strategy="cos",
+        div_factor=20.0,
+        final_div_factor=200.0,
+        cycle_momentum=config.optimizer == "sgd",
+    )
+    aug_cfg = AugmentConfig(**config.augment_config)
+    aug_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    shuffle_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    eval_every = config.eval_every or max(1, steps_per_epoch // 4)
+
+    emit({
+        "type": "start", "arch": config.arch, "device": str(device), "precision": precision,
+        "epochs": config.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "train_size": n_train, "val_size": len(y_val), "num_parameters": count_parameters(model),
+    })
+
+    history: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_key: tuple[float, float] | None = None
+    best_epoch, best_val = 0, None
+    train_seconds = 0.0
+    step = 0
+    status = "completed"
+    epochs_without_gain = 0
+
+    def check_target() -> bool:
+        assert data.check_images is not None and data.check_labels is not None
+        metrics = evaluate(model, data.check_images, data.check_labels)
+        model.train()
+        checks.append({"step": step, "samples": step * config.batch_size, "train_seconds": train_seconds,
+                       "accuracy": metrics["accuracy"]})
+        emit({"type": "check", "step": step, "accuracy": metrics["accuracy"], "train_seconds": train_seconds})
+        return metrics["accuracy"] >= (config.target_accuracy or 2.0)
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        perm = torch.randperm(n_train, device=device, generator=shuffle_gen)
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        epoch_started = time.perf_counter()
+        for i in range(steps_per_epoch):
+            t0 = time.perf_counter()
+            idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+            if x_train_f is not None:
+                x = x_train_f[idx].unsqueeze(1)
+            else:
+                x = x_train[idx].unsqueeze(1).float().div_(255)
+            y = y_train[idx]
+            if config.augment:
+                x = augment_batch(x, aug_cfg, aug_gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss_sum += loss.detach() * len(y)
+            correct_sum += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - t0
+            rate = step * config.batch_size / max(train_seconds, 1e-9)
+            emit({
+                "type": "batch", "epoch": epoch, "step": step, "epoch_step": i + 1,
+                "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+                "samples_per_s": rate, "eta_s": (total_steps - step) * config.batch_size / rate,
+                "progress": step / total_steps,
+            })
+            if cancelled():
+                status = "cancelled"
+                break
+            if config.target_accuracy is not None and data.check_images is not None and step % eval_every == 0:
+                if check_target():
+                    status = "target_reached"
+                    break
+        if status == "cancelled":
+            break
+
+        epoch_train_seconds = time.perf_counter() - epoch_started
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_accuracy": float(correct_sum) / max(seen, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": epoch_train_seconds,
+        }
+        if len(y_val):
+            val = evaluate(model, x_val, y_val)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            key = (val["accuracy"], -val["loss"])
+            if best_key is None or key >= best_key:
+                best_key, best_epoch, best_val = key, epoch, val
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                epochs_without_gain = 0
+            else:
+                epochs_without_gain += 1
+        else:
+            best_epoch, best_state = epoch, None
+        history.append(record)
+        emit({"type": "epoch", **record, "best_epoch": best_epoch, "total_epochs": config.epochs})
+        if status == "target_reached":
+            break
+        if config.patience and epochs_without_gain >= config.patience:
+            status = "early_stopped"
+            break
+
+    # Model selection by validation accuracy (never by the test set). A run stopped by the
+    # target check keeps the weights that reached the target.
+    if status != "target_reached" and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result = TrainResult(
+        model=model.to(memory_format=torch.contiguous_format),
+        status=status,
+        history=history,
+        best_epoch=best_epoch,
+        val_metrics=best_val,
+        train_seconds=train_seconds,
+        wall_seconds=time.perf_counter() - started,
+        samples_seen=step * config.batch_size,
+        steps=step,
+        device=str(device),
+        precision=precision,
+        checks=checks,
+    )
+    emit({"type": "end", **result.summary})
+    return result
+
+
+def config_summary(config: TrainConfig) -> dict[str, Any]:
+    """The training config with the architecture config filled in with its defaults."""
+    values = config.to_dict()
+    values["arch_config"] = config_to_dict(make_config(config.arch, config.arch_config))
+    values["augment_config"] = asdict(AugmentConfig(**config.augment_config))
+    return values
