@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from .nets import UnknownArchitectureError, build_model, config_to_dict, count_parameters
+from .nets import build_model, config_to_dict, count_parameters
 
 FORMAT = "mnistsite.checkpoint"
 FORMAT_VERSION = 1
@@ -69,7 +69,7 @@ def make_checkpoint(
         "training": training or {},
         "data_fingerprint": data_fingerprint,
         "created_at": (created_at or datetime.now(timezone.utc)).isoformat(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
 
 
@@ -143,7 +143,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], *, device: str | torch.dev
     """Build the architecture named in the checkpoint and load its weights (strictly), in eval mode."""
     try:
         model = build_model(checkpoint["arch"], checkpoint["config"])
-    except (UnknownArchitectureError, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # includes UnknownArchitectureError
         raise CheckpointError(f"checkpoint describes an unusable model: {exc}") from None
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)

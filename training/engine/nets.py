@@ -18,11 +18,8 @@ MNIST_STD = 0.3081
 NUM_CLASSES = 10
 
 
-class UnknownArchitectureError(KeyError):
+class UnknownArchitectureError(ValueError):
     """No architecture is registered under this name."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0]) if self.args else "unknown architecture"
 
 
 class Normalize(nn.Module):
@@ -68,7 +65,7 @@ class CNNConfig:
     28x28 conv(w1) -> pool -> 14x14 conv(w2) -> pool -> 7x7 conv(w3) x2 -> pool -> 3x3 -> linear.
     """
 
-    widths: tuple[int, int, int] = (24, 64, 128)
+    widths: tuple[int, int, int] = (16, 32, 96)
     dropout: float = 0.2
 
 

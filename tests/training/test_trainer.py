@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from training.engine.augment import AugmentConfig, augment_batch, stroke_thickness
+from training.engine.trainer import TrainConfig, TrainingData, recipe, split_validation, train
+
+TINY = {"widths": [4, 8, 16]}
+
+
+def synthetic_digits(n: int, seed: int = 0) -> TrainingData:
+    """Ten easy classes: a bright bar at a class-specific row (learnable in a few batches)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    for i, y in enumerate(labels.tolist()):
+        row = 4 + 2 * y
+        images[i, row : row + 2, 6:22] = 255
+    return TrainingData(images=images, labels=labels)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(arch="cnn", arch_config=TINY, epochs=2, batch_size=32, lr=0.05, val_size=64,
+                  augment=False, precision="fp32", device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_smoke_reports_progress_and_learns():
+    events = []
+    result = train(tiny_config(), synthetic_digits(640), callback=events.append)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    batches = [e for e in events if e["type"] == "batch"]
+    assert len(batches) == result.steps == 2 * ((640 - 64) // 32)
+    first = batches[0]
+    for key in ("loss", "lr", "samples_per_s", "eta_s", "progress", "epoch", "step", "total_steps"):
+        assert key in first
+    assert batches[-1]["progress"] == pytest.approx(1.0)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"} <= set(epochs[0])
+    assert result.status == "completed"
+    assert result.val_metrics["accuracy"] > 0.9  # the bars are trivially separable
+    assert batches[-1]["loss"] < batches[0]["loss"]
+
+
+def test_same_seed_same_model():
+    a = train(tiny_config(epochs=1), synthetic_digits(320))
+    b = train(tiny_config(epochs=1), synthetic_digits(320))
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_cancel_stops_within_one_batch():
+    steps = []
+    result = train(
+        tiny_config(epochs=5),
+        synthetic_digits(640),
+        callback=lambda e: steps.append(e["step"]) if e["type"] == "batch" else None,
+        should_cancel=lambda: len(steps) >= 3,
+    )
+    assert result.status == "cancelled"
+    assert result.steps == 3
+    assert steps == [1, 2, 3]
+
+
+def test_user_drawings_are_mixed_in_and_oversampled():
+    data = synthetic_digits(320)
+    extra = torch.zeros(8, 1, 28, 28)
+    extra[:, :, 10:18, 12:16] = 1.0
+    data.extra_images, data.extra_labels = extra, torch.full((8,), 3)
+    events = []
+    train(tiny_config(epochs=1, extra_repeat=4), data, callback=events.append)
+    start = events[0]
+    assert start["train_size"] == (320 - 64) + 8 * 4
+
+
+def test_target_accuracy_stops_early():
+    data = synthetic_digits(640)
+    check = synthetic_digits(200, seed=1)
+    data.check_images, data.check_labels = check.images, check.labels
+    result = train(tiny_config(epochs=10, target_accuracy=0.95, eval_every=4), data)
+    assert result.status == "target_reached"
+    assert result.checks[-1]["accuracy"] >= 0.95
+    assert result.steps < 10 * ((640 - 64) // 32)
+
+
+def test_validation_split_is_disjoint_and_seeded():
+    tr, val = split_validation(100, 10, seed=3)
+    assert len(val) == 10 and len(tr) == 90
+    assert set(tr.tolist()).isdisjoint(val.tolist())
+    assert torch.equal(val, split_validation(100, 10, seed=3)[1])
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match="epochs"):
+        tiny_config(epochs=0).validate()
+    with pytest.raises(ValueError, match="unknown architecture"):
+        recipe("vgg").validate()
+    with pytest.raises(ValueError):
+        tiny_config(optimizer="rmsprop").validate()
+
+
+def test_augmentation_keeps_shape_range_and_varies_thickness():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 1.0
+    out = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, x)
+    thick = stroke_thickness(x, torch.ones(8))
+    thin = stroke_thickness(x, -torch.ones(8))
+    assert thick.sum() > x.sum() > thin.sum()
+    # no augmentation at all when the ranges are zero
+    still = augment_batch(x, AugmentConfig(rotate_deg=0, scale=(1, 1), aspect=0, shear_deg=0, shift_px=0,
+                                           thickness=0), torch.Generator().manual_seed(0))
+    assert torch.allclose(still, x, atol=1e-5)

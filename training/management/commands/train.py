@@ -1,0 +1,154 @@
+"""``python manage.py train``: train one architecture on MNIST and write a checkpoint."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from training.engine.data import DataError
+from training.engine.nets import ARCHITECTURES
+from training.engine.trainer import recipe
+from training.management.progress import StepBar, format_seconds
+from training.pipeline import train_to_checkpoint
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a network on MNIST (data from MNIST_ROOT) and save a checkpoint. Options left out take the "
+        "architecture's recipe defaults. With --target-accuracy the run stops as soon as MNIST test accuracy, "
+        "checked four times per epoch, reaches the target (a speed benchmark, not a way to pick a model)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn")
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--lr", type=float, help="peak learning rate (one-cycle schedule)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+        parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+        parser.add_argument("--label-smoothing", type=float)
+        parser.add_argument("--val-size", type=int, help="images carved from the training set for validation")
+        parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+        parser.add_argument("--target-accuracy", type=float, help="stop once MNIST test accuracy reaches this (e.g. 0.99)")
+        parser.add_argument("--out", help="checkpoint path (default: MEDIA_ROOT/checkpoints/<arch>-<time>.pt)")
+        parser.add_argument("--plots", help="folder for history.png and predictions.png")
+        parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        parser.add_argument("--mnist-root", default=None, help="defaults to the MNIST_ROOT setting")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["threads"]:
+            torch.set_num_threads(opts["threads"])
+        try:
+            config = recipe(
+                opts["arch"],
+                epochs=opts["epochs"],
+                batch_size=opts["batch_size"],
+                lr=opts["lr"],
+                seed=opts["seed"],
+                device=opts["device"],
+                precision=opts["precision"],
+                label_smoothing=opts["label_smoothing"],
+                val_size=opts["val_size"],
+                augment=False if opts["no_augment"] else None,
+                target_accuracy=opts["target_accuracy"],
+            )
+            config.validate()
+        except (ValueError, TypeError) as exc:
+            raise CommandError(str(exc)) from None
+        out = Path(opts["out"]) if opts["out"] else (
+            Path(settings.MEDIA_ROOT) / "checkpoints" / f"{config.arch}-{datetime.now():%Y%m%d-%H%M%S}.pt"
+        )
+        root = opts["mnist_root"] or settings.MNIST_ROOT
+        bar = StepBar(self.stderr._out)
+        state: dict[str, Any] = {}
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "start":
+                state.update(event)
+                self.stdout.write(
+                    f"training {event['arch']} ({event['num_parameters']:,} parameters) on {event['device']} "
+                    f"({event['precision']}): {event['train_size']:,} training / {event['val_size']:,} validation "
+                    f"images, {event['epochs']} epochs x {event['steps_per_epoch']} steps"
+                )
+            elif kind == "batch":
+                bar.update(
+                    event["step"],
+                    event["total_steps"],
+                    f"epoch {event['epoch']}/{state['epochs']}  loss {event['loss']:.3f}  "
+                    f"lr {event['lr']:.4f}  {event['samples_per_s']:,.0f} samples/s  ETA {format_seconds(event['eta_s'])}",
+                )
+            elif kind == "check":
+                bar.close(
+                    f"  check at step {event['step']}: test accuracy {100 * event['accuracy']:.2f}% "
+                    f"after {event['train_seconds']:.1f} s of training"
+                )
+            elif kind == "epoch":
+                val = (
+                    f"  val loss {event['val_loss']:.4f} acc {100 * event['val_accuracy']:.2f}%"
+                    if "val_accuracy" in event else ""
+                )
+                bar.close(
+                    f"epoch {event['epoch']:>2}/{event['total_epochs']}  train loss {event['train_loss']:.4f} "
+                    f"acc {100 * event['train_accuracy']:.2f}%{val}  lr {event['lr']:.4f}  {event['seconds']:.1f} s"
+                )
+
+        try:
+            trained = train_to_checkpoint(config, mnist_root=root, out=out, callback=on_event)
+        except DataError as exc:
+            raise CommandError(str(exc)) from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        result, test = trained.result, trained.test_metrics
+        bar.close("")
+
+        if opts["plots"]:
+            self._plots(Path(opts["plots"]), trained, root)
+
+        rate = result.samples_seen / max(result.train_seconds, 1e-9)
+        timing = (
+            f"training time: {result.train_seconds:.2f} s ({result.wall_seconds:.1f} s wall, "
+            f"{rate:,.0f} samples/s, {result.device}, {result.precision})"
+        )
+        if config.target_accuracy is not None:
+            reached = result.status == "target_reached"
+            epochs_done = result.samples_seen / state["train_size"]
+            self.stdout.write(
+                f"{'reached' if reached else 'did not reach'} target {100 * config.target_accuracy:.2f}%: "
+                f"test accuracy {100 * test['accuracy']:.2f}% after {result.samples_seen:,} samples "
+                f"({epochs_done:.2f} epochs); {timing}; saved {trained.path}"
+            )
+            if not reached:
+                raise CommandError("target accuracy not reached")
+            return
+        val_acc = (result.val_metrics or {}).get("accuracy")
+        val = f"validation {100 * val_acc:.2f}% (epoch {result.best_epoch} selected); " if val_acc is not None else ""
+        saved = f"saved {trained.path} (sha256 {trained.sha256[:12]})" if trained.path else "not saved"
+        self.stdout.write(
+            f"{config.arch}: test accuracy {100 * test['accuracy']:.2f}% (n={test['n']}); {val}"
+            f"{len(result.history)} epochs, {timing}; {saved}"
+        )
+
+    def _plots(self, folder: Path, trained: Any, root: Any) -> None:
+        from training.engine.data import load_mnist
+        from training.engine.evaluate import predict_logits
+        from training.plots import plot_history, plot_predictions
+
+        result = trained.result
+        title = f"{trained.checkpoint['arch']}: test accuracy {100 * trained.test_metrics['accuracy']:.2f}%"
+        history_png = plot_history(result.history, folder / "history.png", title=title)
+        test = load_mnist(root, "test")
+        probs = predict_logits(result.model, test.images).softmax(dim=1)
+        wrong = (probs.argmax(1) != test.labels).nonzero().flatten()[:20]
+        first = torch.arange(40)
+        picks = torch.cat([first, wrong])
+        grid_png = plot_predictions(
+            test.images[picks], test.labels[picks], probs[picks], folder / "predictions.png",
+            title=f"{title} — first 40 test images, then mistakes (red)",
+        )
+        self.stdout.write(f"plots: {history_png}, {grid_png}")
