@@ -16,13 +16,13 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     ax = axes[0]
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (augmented)")
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (augmented, label-smoothed)")
     if any("val_loss" in h for h in history):
         ax.plot(epochs, [h.get("val_loss") for h in history], "o-", label="validation")
     ax.set(title="loss", xlabel="epoch")
     ax.legend()
     ax = axes[1]
-    ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented)")
+    ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented, label-smoothed)")
     if any("val_accuracy" in h for h in history):
         ax.plot(epochs, [100 * h.get("val_accuracy", float("nan")) for h in history], "o-", label="validation")
     ax.set(title="accuracy (%)", xlabel="epoch")

@@ -84,6 +84,7 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> str:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     data = buffer.getvalue()
+    load_checkpoint(data)  # never write a file that the loader would refuse
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
