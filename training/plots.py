@@ -22,7 +22,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str 
     ax.set(title="loss", xlabel="epoch")
     ax.legend()
     ax = axes[1]
-    ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented, label-smoothed)")
+    ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train (augmented)")
     if any("val_accuracy" in h for h in history):
         ax.plot(epochs, [100 * h.get("val_accuracy", float("nan")) for h in history], "o-", label="validation")
     ax.set(title="accuracy (%)", xlabel="epoch")

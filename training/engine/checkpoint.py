@@ -23,6 +23,8 @@ from .nets import build_model, config_to_dict, count_parameters
 FORMAT = "mnistsite.checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "arch", "config", "state_dict")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format
+_PICKLE_PROTO = b"\x80"  # a bare pickle stream (legacy torch.save, or plain pickle.dump)
 
 
 class CheckpointError(Exception):
@@ -127,12 +129,14 @@ def load_checkpoint(
             )
     if not data:
         raise CheckpointError(f"checkpoint {name} is empty")
+    if not (data.startswith(_ZIP_MAGIC) or data.startswith(_PICKLE_PROTO)):
+        raise CheckpointError(f"{name} is not a PyTorch checkpoint file")
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{name} was refused: it contains objects other than tensors and plain values "
-            f"(a checkpoint must be loadable with weights_only=True) — {_first_line(exc)}"
+            f"(a checkpoint must be loadable with weights_only=True){_unsupported_reason(exc)}"
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
         raise CheckpointError(f"{name} is not a PyTorch checkpoint file ({_first_line(exc)})") from None
@@ -171,6 +175,14 @@ def _validate(checkpoint: Any, *, source: str) -> None:
     state = checkpoint["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: 'state_dict' must map names to tensors")
+
+
+def _unsupported_reason(exc: BaseException) -> str:
+    """The one useful line of torch's weights-only refusal, e.g. 'Unsupported global: GLOBAL posix.system'."""
+    for line in str(exc).splitlines():
+        if "Unsupported" in line:
+            return " — " + line.strip().rstrip(".")
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

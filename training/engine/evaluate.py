@@ -21,7 +21,7 @@ def as_float_images(images: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, *, batch_size: int = 2048, device: str | torch.device | None = None
+    model: nn.Module, images: torch.Tensor, *, batch_size: int = 256, device: str | torch.device | None = None
 ) -> torch.Tensor:
     """Logits ``[N, 10]`` (float32, on the CPU) for a batch of images, computed in chunks."""
     if device is None:
@@ -41,7 +41,7 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    batch_size: int = 2048,
+    batch_size: int = 256,
     fast: bool = True,
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy, confusion matrix (rows = true digit) and mean cross-entropy loss.

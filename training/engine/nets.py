@@ -206,13 +206,14 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy for fast CPU inference: batch norm folded into the preceding conv.
+    """An eval-mode copy for fast CPU inference: batch norm folded into the preceding conv,
+    weights in channels-last layout.
 
     Numerically the same function as ``model.eval()`` up to float rounding.
     """
     model = copy.deepcopy(model).eval()
     _fold_batchnorm(model)
-    return model
+    return model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
 
 
 def _fold_batchnorm(module: nn.Module) -> None:
