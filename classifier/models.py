@@ -1,0 +1,117 @@
+"""The model registry (ModelVersion) and the record of every prediction (Prediction)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class ModelVersionQuerySet(models.QuerySet):
+    def active(self) -> "ModelVersionQuerySet":
+        return self.filter(status=ModelVersion.Status.ACTIVE)
+
+    def usable(self) -> "ModelVersionQuerySet":
+        """Versions that may serve predictions (everything not archived)."""
+        return self.exclude(status=ModelVersion.Status.ARCHIVED)
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        CANDIDATE = "candidate", "candidate"
+        ARCHIVED = "archived", "archived"
+
+    name = models.CharField(max_length=100, help_text="Human name, e.g. 'cnn' or 'cnn-retrained'.")
+    version = models.PositiveIntegerField(help_text="Increments per name.")
+    arch = models.CharField("architecture", max_length=50)
+    checkpoint = models.FileField(upload_to="checkpoints/", max_length=255)
+    sha256 = models.CharField(max_length=64)
+    num_parameters = models.PositiveIntegerField(default=0)
+    test_accuracy = models.FloatField(null=True, blank=True, help_text="MNIST test set, 10,000 images.")
+    per_class_accuracy = models.JSONField(default=list, blank=True)
+    confusion_matrix = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Further figures (validation, field set...).")
+    preprocessing = models.CharField(max_length=50, blank=True)
+    data_fingerprint = models.CharField(max_length=100, blank=True)
+    training_config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE, db_index=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ModelVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="at_most_one_active_model_version"
+            ),
+            models.UniqueConstraint(fields=["name", "version"], name="unique_model_name_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({self.arch}, {self.status})"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class PredictionQuerySet(models.QuerySet):
+    def labelled(self) -> "PredictionQuerySet":
+        return self.filter(label__isnull=False)
+
+    def correct(self) -> "PredictionQuerySet":
+        return self.labelled().filter(label=F("digit"))
+
+    def wrong(self) -> "PredictionQuerySet":
+        return self.labelled().exclude(label=F("digit"))
+
+
+class Prediction(models.Model):
+    class Source(models.TextChoices):
+        SITE = "site", "site"
+        API = "api", "API"
+
+    image = models.FileField(upload_to="drawings/%Y/%m/%d/", max_length=255, help_text="The drawing as received.")
+    input_pixels = models.BinaryField(help_text="The 28x28 preprocessed input, 784 bytes (uint8, ink = 255).")
+    probabilities = models.JSONField(help_text="Ten probabilities, digit 0 first.")
+    digit = models.PositiveSmallIntegerField(db_index=True)
+    confidence = models.FloatField()
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    latency_ms = models.FloatField(help_text="Decode + preprocess + model, in milliseconds.")
+    source = models.CharField(max_length=4, choices=Source.choices, default=Source.API)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    label = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True, help_text="The correct digit, as told by a person.")
+    labelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labelled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PredictionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(digit__gte=0, digit__lte=9), name="prediction_digit_0_9"),
+            models.CheckConstraint(
+                condition=Q(label__isnull=True) | Q(label__gte=0, label__lte=9), name="prediction_label_0_9"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.pk}: {self.digit}" + (f" (labelled {self.label})" if self.label is not None else "")
+
+    @property
+    def is_correct(self) -> bool | None:
+        return None if self.label is None else self.label == self.digit
