@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "classifier",
     "training",
@@ -120,9 +121,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Serve files from the apps' static folders without collectstatic while DEBUG is on.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+SERVE_MEDIA = env_bool("SERVE_MEDIA", DEBUG)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -133,14 +142,57 @@ MNIST_ROOT = Path(os.environ.get("MNIST_ROOT", MEDIA_ROOT / "datasets")).resolve
 # Trained checkpoints shipped with the code, one per architecture.
 SHIPPED_CHECKPOINTS_DIR = BASE_DIR / "training" / "shipped"
 
+# ---------------------------------------------------------------- predictions and serving
+def _throttle_rate(value: str) -> str | None:
+    value = value.strip().lower()
+    if value in {"", "off", "none", "0"}:
+        return None
+    return value
+
+
+PREDICT_THROTTLE = _throttle_rate(os.environ.get("PREDICT_THROTTLE", "120/min"))
+PREDICT_MAX_IMAGE_BYTES = int(os.environ.get("PREDICT_MAX_IMAGE_BYTES", 2 * 1024 * 1024))
+PREDICT_MAX_IMAGE_PIXELS = int(os.environ.get("PREDICT_MAX_IMAGE_PIXELS", 4_000_000))
+PREDICT_BATCH_MAX = int(os.environ.get("PREDICT_BATCH_MAX", 32))
+# How often each server process re-reads which model version is active (hot switch).
+MODEL_REFRESH_SECONDS = float(os.environ.get("MODEL_REFRESH_SECONDS", 0.5))
+# After a checkpoint fails to load, wait this long before trying it again.
+MODEL_RETRY_SECONDS = float(os.environ.get("MODEL_RETRY_SECONDS", 10))
+# torch threads per server process (1 suits many processes serving single drawings).
+INFERENCE_THREADS = int(os.environ.get("INFERENCE_THREADS", 1))
+# A request body may hold one image at the byte limit (base64 adds a third) or a batch of smaller ones.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", PREDICT_MAX_IMAGE_BYTES * 4 // 3 + 65536))
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL and env_bool("CACHE_USE_REDIS", True)
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "mnistsite"}
+    )
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"predict": PREDICT_THROTTLE},
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "mnistsite.errors.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "mnistsite API",
     "DESCRIPTION": "Handwritten-digit recognition, model registry and training.",
     "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",  # served by the site, no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("predict/", views.PredictView.as_view(), name="predict"),
+    path("predict/batch/", views.PredictBatchView.as_view(), name="predict-batch"),
+    path("model-status/", views.ModelStatusView.as_view(), name="model-status"),
+    path("models/", views.ModelVersionListView.as_view(), name="model-list"),
+    path("models/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-detail"),
+    path("predictions/", views.PredictionListView.as_view(), name="prediction-list"),
+    path("predictions/<int:pk>/label/", views.PredictionLabelView.as_view(), name="prediction-label"),
+    path("stats/", views.StatsView.as_view(), name="stats"),
+    path("mnist/random/", views.MnistRandomView.as_view(), name="mnist-random"),
+]

@@ -1,0 +1,194 @@
+"""Serving models in a web process: lazy loading, a per-process cache, hot switch and fallback.
+
+Nothing is loaded at import time. A checkpoint is read the first time a version is needed (through
+the one checkpoint loader, with its sha256 verified), kept per version in this process, and shared by
+all requests. Every process re-reads which version is active at most every
+``MODEL_REFRESH_SECONDS`` (default 0.5 s), so an activation anywhere reaches every process within a
+second without a restart. A request holds on to the ``ServingModel`` it started with, so in-flight
+requests finish on their version. If the active checkpoint cannot be loaded, the last good version
+keeps serving and the failure is logged and reported by ``status()``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from django.conf import settings
+from django.core.files.storage import default_storage
+from torch import nn
+
+from mnistsite.errors import ApplicationError
+from training.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from training.engine.nets import inference_copy
+
+from .models import ModelVersion
+
+log = logging.getLogger(__name__)
+
+_VERSION_FIELDS = ("id", "name", "version", "arch", "sha256", "checkpoint", "status")
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    id: int
+    name: str
+    version: int
+    arch: str
+    sha256: str
+    checkpoint: str
+    status: str
+
+    @classmethod
+    def of(cls, row: ModelVersion | dict[str, Any]) -> "VersionRef":
+        if isinstance(row, ModelVersion):
+            row = {f: getattr(row, f) for f in _VERSION_FIELDS}
+        return cls(**{f: (str(row[f]) if f == "checkpoint" else row[f]) for f in _VERSION_FIELDS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "version": self.version, "arch": self.arch}
+
+
+@dataclass
+class ServingModel:
+    ref: VersionRef
+    module: nn.Module
+    loaded_at: float = field(default_factory=time.time)
+
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` probabilities."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.module(x).float().softmax(dim=1)
+
+
+class ModelUnavailable(ApplicationError):
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__("model_unavailable", message, detail, status=503)
+
+
+class InferenceRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._models: dict[tuple[int, str], ServingModel] = {}
+        self._failures: dict[tuple[int, str], tuple[float, str]] = {}
+        self._active: VersionRef | None = None
+        self._active_checked = float("-inf")
+        self._last_good: ServingModel | None = None
+        self._threads_set = False
+
+    # ---------------------------------------------------------------- loading
+    def load(self, ref: VersionRef) -> ServingModel:
+        """The loaded model for ``ref`` (cached); raises ``ModelUnavailable`` if it cannot be loaded."""
+        key = (ref.id, ref.sha256)
+        with self._lock:
+            cached = self._models.get(key)
+            if cached is not None:
+                return cached
+            failed = self._failures.get(key)
+            if failed and time.monotonic() - failed[0] < settings.MODEL_RETRY_SECONDS:
+                raise ModelUnavailable(f"model {ref.name} v{ref.version} cannot be loaded: {failed[1]}")
+            try:
+                serving = ServingModel(ref=ref, module=self._read(ref))
+            except (CheckpointError, OSError, ValueError) as exc:
+                message = str(exc)
+                self._failures[key] = (time.monotonic(), message)
+                log.error("cannot load model version %s (%s v%s): %s", ref.id, ref.name, ref.version, message)
+                raise ModelUnavailable(f"model {ref.name} v{ref.version} cannot be loaded: {message}") from None
+            self._failures.pop(key, None)
+            self._models[key] = serving
+            log.info("loaded model version %s (%s v%s, %s)", ref.id, ref.name, ref.version, ref.arch)
+            return serving
+
+    def _read(self, ref: VersionRef) -> nn.Module:
+        if not self._threads_set:
+            # One thread per process serves single drawings best; scale with processes.
+            torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
+            self._threads_set = True
+        with default_storage.open(ref.checkpoint, "rb") as fh:
+            data = fh.read()
+        checkpoint = load_checkpoint(data, sha256=ref.sha256)
+        if checkpoint["arch"] != ref.arch:
+            raise CheckpointError(f"checkpoint is a {checkpoint['arch']!r}, the registry says {ref.arch!r}")
+        return inference_copy(model_from_checkpoint(checkpoint))
+
+    # ---------------------------------------------------------------- the active version
+    def active_ref(self, *, force: bool = False) -> VersionRef | None:
+        now = time.monotonic()
+        if force or now - self._active_checked >= settings.MODEL_REFRESH_SECONDS:
+            row = ModelVersion.objects.active().values(*_VERSION_FIELDS).first()
+            with self._lock:
+                self._active = VersionRef.of(row) if row else None
+                self._active_checked = now
+        return self._active
+
+    def serving(self) -> ServingModel:
+        """The model that answers default predictions now: the active one, else the last good one."""
+        active = self.active_ref()
+        if active is not None:
+            try:
+                model = self.load(active)
+            except ModelUnavailable:
+                model = None
+            if model is not None:
+                with self._lock:
+                    self._last_good = model
+                return model
+        fallback = self._last_good or self._first_loadable(exclude=active.id if active else None)
+        if fallback is None:
+            raise ModelUnavailable(
+                "No model can serve predictions: the active version cannot be loaded and there is no other."
+                if active else "No model version is active."
+            )
+        with self._lock:
+            self._last_good = fallback
+        return fallback
+
+    def _first_loadable(self, *, exclude: int | None) -> ServingModel | None:
+        rows = ModelVersion.objects.usable().exclude(pk=exclude).order_by("-activated_at", "-created_at")
+        for row in rows.values(*_VERSION_FIELDS)[:10]:
+            try:
+                return self.load(VersionRef.of(row))
+            except ModelUnavailable:
+                continue
+        return None
+
+    def for_version(self, version: ModelVersion) -> ServingModel:
+        return self.load(VersionRef.of(version))
+
+    # ---------------------------------------------------------------- reporting
+    def status(self) -> dict[str, Any]:
+        active = self.active_ref(force=True)
+        serving: ServingModel | None
+        error = None
+        try:
+            serving = self.serving()
+        except ModelUnavailable as exc:
+            serving, error = None, exc.message
+        if active is not None and (serving is None or serving.ref.id != active.id):
+            failure = self._failures.get((active.id, active.sha256))
+            error = failure[1] if failure else error
+        with self._lock:
+            loaded = [m.ref.as_dict() for m in self._models.values()]
+        return {
+            "active": active.as_dict() if active else None,
+            "serving": serving.ref.as_dict() if serving else None,
+            "loaded": bool(active and serving and serving.ref.id == active.id),
+            "healthy": bool(active and serving and serving.ref.id == active.id and error is None),
+            "error": error,
+            "loaded_versions": loaded,
+        }
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+            self._failures.clear()
+            self._active = None
+            self._active_checked = float("-inf")
+            self._last_good = None
+
+
+registry = InferenceRegistry()

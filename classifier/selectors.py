@@ -1,0 +1,123 @@
+"""Reads: statistics, recent predictions, model status."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, F, Q
+
+from .models import ModelVersion, Prediction
+
+
+def version_summary(version: ModelVersion) -> dict[str, Any]:
+    return {"id": version.pk, "name": version.name, "version": version.version, "arch": version.arch,
+            "status": version.status}
+
+
+def prediction_stats() -> dict[str, Any]:
+    """Counts, accuracy on labelled drawings (overall and per model version) and the confusion matrix."""
+    totals = Prediction.objects.aggregate(
+        total=Count("id"),
+        labelled=Count("id", filter=Q(label__isnull=False)),
+        correct=Count("id", filter=Q(label=F("digit"))),
+    )
+    per_version_rows = (
+        Prediction.objects.values("model_version")
+        .annotate(
+            predictions=Count("id"),
+            labelled=Count("id", filter=Q(label__isnull=False)),
+            correct=Count("id", filter=Q(label=F("digit"))),
+        )
+        .order_by("model_version")
+    )
+    versions = ModelVersion.objects.in_bulk([row["model_version"] for row in per_version_rows])
+    per_version = [
+        {
+            "model_version": version_summary(versions[row["model_version"]]),
+            "predictions": row["predictions"],
+            "labelled": row["labelled"],
+            "correct": row["correct"],
+            "accuracy": row["correct"] / row["labelled"] if row["labelled"] else None,
+        }
+        for row in per_version_rows
+    ]
+    confusion = [[0] * 10 for _ in range(10)]
+    for row in Prediction.objects.labelled().values("label", "digit").annotate(n=Count("id")):
+        confusion[row["label"]][row["digit"]] = row["n"]
+    return {
+        "total": totals["total"],
+        "labelled": totals["labelled"],
+        "correct": totals["correct"],
+        "accuracy": totals["correct"] / totals["labelled"] if totals["labelled"] else None,
+        "per_version": per_version,
+        "confusion_matrix": confusion,
+    }
+
+
+def recent_predictions(*, limit: int = 24):
+    return Prediction.objects.select_related("model_version").order_by("-created_at", "-id")[:limit]
+
+
+def model_status() -> dict[str, Any]:
+    from .inference import registry
+
+    state = registry.status()
+    active = ModelVersion.objects.active().first()
+    state["active"] = (
+        {
+            **version_summary(active),
+            "test_accuracy": active.test_accuracy,
+            "per_class_accuracy": active.per_class_accuracy,
+            "confusion_matrix": active.confusion_matrix,
+            "metrics": active.metrics,
+            "num_parameters": active.num_parameters,
+            "activated_at": active.activated_at,
+        }
+        if active
+        else None
+    )
+    state["counts"] = {
+        "model_versions": ModelVersion.objects.count(),
+        "predictions": Prediction.objects.count(),
+        "labelled": Prediction.objects.labelled().count(),
+    }
+    return state
+
+
+_mnist_test_cache: dict[str, Any] = {}
+
+
+def mnist_random_sample(*, index: int | None = None) -> dict[str, Any]:
+    """A random MNIST test image (base64 PNG), its label, and the serving model's answer."""
+    import base64
+    import random
+
+    from django.conf import settings
+
+    from mnistsite.errors import ApplicationError
+    from training.engine.data import DataError, load_mnist
+
+    from .inference import registry
+    from .preprocessing import to_png_bytes
+
+    root = str(settings.MNIST_ROOT)
+    test = _mnist_test_cache.get(root)
+    if test is None:
+        try:
+            test = load_mnist(root, "test")
+        except DataError as exc:
+            raise ApplicationError("mnist_unavailable", "The MNIST test set is not available on this server.",
+                                   detail=str(exc), status=503) from None
+        _mnist_test_cache[root] = test
+    if index is None:
+        index = random.randrange(len(test))
+    image = test.images[index].float().div(255)
+    model = registry.serving()
+    probabilities = model.probabilities(image.view(1, 1, 28, 28))[0].tolist()
+    digit = max(range(10), key=probabilities.__getitem__)
+    return {
+        "index": index,
+        "label": int(test.labels[index]),
+        "image": base64.b64encode(to_png_bytes(image)).decode("ascii"),
+        "prediction": {"digit": digit, "confidence": probabilities[digit], "probabilities": probabilities,
+                       "model_version": model.ref.as_dict()},
+    }

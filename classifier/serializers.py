@@ -1,0 +1,129 @@
+"""Request validation and response shapes of the classifier API."""
+from __future__ import annotations
+
+from django.core.files.uploadedfile import UploadedFile
+from rest_framework import serializers
+
+from mnistsite.errors import ApplicationError
+
+from .images import DecodedImage, decode_base64, decode_image, max_bytes
+from .models import ModelVersion, Prediction
+
+
+class ImageField(serializers.Field):
+    """A drawing given as base64 (optionally a ``data:`` URL) in JSON, or as an uploaded file."""
+
+    default_error_messages = {"invalid": "Send the image as a base64 string or as a file upload."}
+
+    def to_internal_value(self, data) -> DecodedImage:
+        if isinstance(data, UploadedFile):
+            if data.size is not None and data.size > max_bytes():
+                raise ApplicationError(
+                    "image_too_large", f"The image is {data.size:,} bytes; at most {max_bytes():,} bytes are accepted.",
+                    detail={"bytes": data.size, "max_bytes": max_bytes()}, status=413)
+            return decode_image(data.read())
+        if isinstance(data, str):
+            return decode_image(decode_base64(data))
+        self.fail("invalid")
+
+    def to_representation(self, value):  # pragma: no cover - write-only
+        return None
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    image = ImageField(help_text="PNG/JPEG/GIF/WebP/BMP: base64 (with or without a data: URL prefix) or a file upload.")
+    model = serializers.IntegerField(required=False, allow_null=True, help_text="A model version id; default: the active one.")
+    compare = serializers.BooleanField(required=False, default=False,
+                                       help_text="Also answer with the newest usable version of every other architecture.")
+
+
+class PredictBatchRequestSerializer(serializers.Serializer):
+    images = serializers.ListField(child=ImageField(), allow_empty=False)
+    model = serializers.IntegerField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        # Count before decoding anything, so an oversized batch costs nothing.
+        from django.conf import settings
+
+        images = data.get("images") if hasattr(data, "get") else None
+        if isinstance(images, list) and len(images) > settings.PREDICT_BATCH_MAX:
+            raise ApplicationError(
+                "too_many_images", f"At most {settings.PREDICT_BATCH_MAX} images per request.",
+                detail={"images": len(images), "max": settings.PREDICT_BATCH_MAX}, status=413)
+        return super().to_internal_value(data)
+
+
+class LabelRequestSerializer(serializers.Serializer):
+    label = serializers.JSONField(help_text="The correct digit, 0-9.")
+
+
+class ModelVersionRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    arch = serializers.CharField()
+
+
+class ModelAnswerSerializer(serializers.Serializer):
+    model_version = ModelVersionRefSerializer()
+    digit = serializers.IntegerField()
+    confidence = serializers.FloatField()
+    probabilities = serializers.ListField(child=serializers.FloatField(), min_length=10, max_length=10)
+
+
+class PredictionResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    digit = serializers.IntegerField()
+    confidence = serializers.FloatField()
+    probabilities = serializers.ListField(child=serializers.FloatField(), min_length=10, max_length=10)
+    model_version = ModelVersionRefSerializer()
+    preprocessed = serializers.CharField(help_text="Base64 PNG of the 28x28 input the model saw.")
+    latency_ms = serializers.FloatField()
+    compare = ModelAnswerSerializer(many=True, required=False)
+
+
+class PredictBatchResultSerializer(serializers.Serializer):
+    results = PredictionResultSerializer(many=True)
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    checkpoint_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "name", "version", "arch", "status", "num_parameters", "test_accuracy", "per_class_accuracy",
+            "confusion_matrix", "metrics", "preprocessing", "data_fingerprint", "training_config", "sha256",
+            "parent", "notes", "created_at", "activated_at", "checkpoint_url",
+        ]
+
+    def get_checkpoint_url(self, obj: ModelVersion) -> str | None:
+        request = self.context.get("request")
+        if not obj.checkpoint or request is None or not request.user.is_staff:
+            return None
+        return request.build_absolute_uri(obj.checkpoint.url)
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model_version = ModelVersionRefSerializer(read_only=True)
+    image_url = serializers.SerializerMethodField()
+    correct = serializers.BooleanField(source="is_correct", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id", "digit", "confidence", "probabilities", "model_version", "latency_ms", "source", "label",
+            "correct", "labelled_at", "created_at", "image_url", "session_key", "client_ip", "user",
+        ]
+
+    def get_image_url(self, obj: Prediction) -> str | None:
+        request = self.context.get("request")
+        return request.build_absolute_uri(obj.image.url) if request and obj.image else None
+
+
+class LabelResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.IntegerField()
+    digit = serializers.IntegerField()
+    correct = serializers.BooleanField()

@@ -1,0 +1,174 @@
+"""Writes: making and storing predictions, labelling them."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from mnistsite.errors import ApplicationError
+
+from .images import DecodedImage
+from .inference import ServingModel, registry
+from .models import ModelVersion, Prediction
+from .preprocessing import EmptyDrawingError, preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelAnswer:
+    model: ServingModel
+    probabilities: list[float]
+
+    @property
+    def digit(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def confidence(self) -> float:
+        return float(max(self.probabilities))
+
+
+@dataclass
+class PredictionOutcome:
+    prediction: Prediction
+    tensor: torch.Tensor  # the [1,28,28] input the model saw
+    model: ServingModel
+    comparisons: list[ModelAnswer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who asked: used to record the prediction and to decide who may label it later."""
+
+    user: AbstractBaseUser | AnonymousUser | None = None
+    session_key: str = ""
+    ip: str | None = None
+    source: str = Prediction.Source.API
+
+
+def _prepare(decoded: DecodedImage, *, index: int | None = None) -> torch.Tensor:
+    try:
+        return preprocess(decoded.image)
+    except EmptyDrawingError as exc:
+        where = {"index": index} if index is not None else None
+        raise ApplicationError("empty_drawing", "The drawing is empty: no ink was found.",
+                               detail=where or str(exc), status=422) from None
+
+
+def _model_for(version_id: int | None) -> ServingModel:
+    if version_id is None:
+        return registry.serving()
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        raise ApplicationError("model_not_found", f"There is no model version {version_id}.",
+                               detail={"model": version_id}, status=404)
+    return registry.for_version(version)
+
+
+def _comparison_models(main: ServingModel) -> list[ServingModel]:
+    """The main model plus the newest usable version of every other architecture."""
+    models = [main]
+    seen = {main.ref.arch}
+    for version in ModelVersion.objects.usable().order_by("-created_at", "-id"):
+        if version.arch in seen:
+            continue
+        seen.add(version.arch)
+        try:
+            models.append(registry.for_version(version))
+        except ApplicationError:
+            log.warning("model version %s left out of the comparison: cannot be loaded", version.pk)
+    return models
+
+
+def _store(decoded: DecodedImage, tensor: torch.Tensor, answer: ModelAnswer, latency_ms: float,
+           client: Client) -> Prediction:
+    day = timezone.now()
+    name = f"drawings/{day:%Y/%m/%d}/{uuid.uuid4().hex}.{decoded.extension}"
+    pixels = (tensor.squeeze().clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()
+    user = client.user if client.user is not None and client.user.is_authenticated else None
+    saved = default_storage.save(name, ContentFile(decoded.data))
+    try:
+        return Prediction.objects.create(
+            image=saved,
+            input_pixels=pixels,
+            probabilities=[round(p, 6) for p in answer.probabilities],
+            digit=answer.digit,
+            confidence=answer.confidence,
+            model_version_id=answer.model.ref.id,
+            latency_ms=latency_ms,
+            source=client.source,
+            user=user,
+            session_key=client.session_key or "",
+            client_ip=client.ip,
+        )
+    except BaseException:
+        default_storage.delete(saved)  # no orphan file when the row cannot be written
+        raise
+
+
+def prediction_create(
+    *, image: DecodedImage, client: Client, model_version_id: int | None = None, compare: bool = False
+) -> PredictionOutcome:
+    """Recognize one drawing, store it with the answer, optionally answer with other models too."""
+    started = time.perf_counter()
+    tensor = _prepare(image)
+    model = _model_for(model_version_id)
+    probabilities = model.probabilities(tensor.unsqueeze(0))[0].tolist()
+    answer = ModelAnswer(model=model, probabilities=probabilities)
+    latency_ms = (time.perf_counter() - started) * 1000
+    prediction = _store(image, tensor, answer, latency_ms, client)
+    comparisons: list[ModelAnswer] = []
+    if compare:
+        batch = tensor.unsqueeze(0)
+        comparisons = [
+            ModelAnswer(model=m, probabilities=(probabilities if m is model else m.probabilities(batch)[0].tolist()))
+            for m in _comparison_models(model)
+        ]
+    return PredictionOutcome(prediction=prediction, tensor=tensor, model=model, comparisons=comparisons)
+
+
+def prediction_create_batch(
+    *, images: list[DecodedImage], client: Client, model_version_id: int | None = None
+) -> list[PredictionOutcome]:
+    """All or nothing: every drawing is checked before any is stored."""
+    started = time.perf_counter()
+    tensors = [_prepare(image, index=i) for i, image in enumerate(images)]
+    model = _model_for(model_version_id)
+    probabilities = model.probabilities(torch.stack(tensors)).tolist()
+    latency_ms = (time.perf_counter() - started) * 1000 / max(len(images), 1)
+    outcomes = []
+    stored: list[Prediction] = []
+    try:
+        with transaction.atomic():
+            for image, tensor, probs in zip(images, tensors, probabilities):
+                prediction = _store(image, tensor, ModelAnswer(model, probs), latency_ms, client)
+                stored.append(prediction)
+                outcomes.append(PredictionOutcome(prediction=prediction, tensor=tensor, model=model))
+    except BaseException:
+        for prediction in stored:
+            default_storage.delete(prediction.image.name)
+        raise
+    return outcomes
+
+
+def prediction_label(*, prediction: Prediction, label: Any, by: AbstractBaseUser | AnonymousUser | None) -> Prediction:
+    """Record the correct digit for a prediction (it becomes a labelled drawing for retraining)."""
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
+        raise ApplicationError("invalid_label", "The label must be a digit from 0 to 9.",
+                               detail={"label": label}, status=400)
+    prediction.label = label
+    prediction.labelled_by = by if by is not None and by.is_authenticated else None
+    prediction.labelled_at = timezone.now()
+    prediction.save(update_fields=["label", "labelled_by", "labelled_at"])
+    return prediction

@@ -1,0 +1,218 @@
+"""The classifier REST API: thin views that parse, authorize, call one service and serialize."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, permissions, serializers as drf_serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mnistsite.errors import ApplicationError
+
+from .models import ModelVersion, Prediction
+from .preprocessing import to_png_bytes
+from .selectors import mnist_random_sample, model_status, prediction_stats
+from .serializers import (
+    LabelRequestSerializer,
+    LabelResultSerializer,
+    ModelVersionSerializer,
+    PredictBatchRequestSerializer,
+    PredictBatchResultSerializer,
+    PredictionResultSerializer,
+    PredictionSerializer,
+    PredictRequestSerializer,
+)
+from .services import Client, ModelAnswer, PredictionOutcome, prediction_create, prediction_create_batch, prediction_label
+
+ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
+
+
+def _client(request: Request) -> Client:
+    """The caller as recorded on a prediction. A browser on the site gets a session (for labelling)."""
+    from_site = isinstance(request.successful_authenticator, SessionAuthentication) or (
+        request.auth is None and settings.CSRF_COOKIE_NAME in request.COOKIES
+    )
+    session_key = ""
+    if from_site:
+        if not request.session.session_key:
+            request.session.save()
+        session_key = request.session.session_key or ""
+    forwarded = request.META.get("REMOTE_ADDR") or None
+    return Client(user=request.user, session_key=session_key, ip=forwarded,
+                  source=Prediction.Source.SITE if from_site else Prediction.Source.API)
+
+
+def _answer(answer: ModelAnswer) -> dict[str, Any]:
+    return {"model_version": answer.model.ref.as_dict(), "digit": answer.digit,
+            "confidence": answer.confidence, "probabilities": answer.probabilities}
+
+
+def _result(outcome: PredictionOutcome) -> dict[str, Any]:
+    p = outcome.prediction
+    body = {
+        "id": p.pk,
+        "digit": p.digit,
+        "confidence": p.confidence,
+        "probabilities": p.probabilities,
+        "model_version": outcome.model.ref.as_dict(),
+        "preprocessed": base64.b64encode(to_png_bytes(outcome.tensor)).decode("ascii"),
+        "latency_ms": round(p.latency_ms, 3),
+    }
+    if outcome.comparisons:
+        body["compare"] = [_answer(a) for a in outcome.comparisons]
+    return body
+
+
+class PredictView(APIView):
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "predict"
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        summary="Recognize a drawn digit",
+        request={"application/json": PredictRequestSerializer, "multipart/form-data": PredictRequestSerializer},
+        responses={200: PredictionResultSerializer, 400: ERROR, 404: ERROR, 413: ERROR, 422: ERROR, 429: ERROR, 503: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PredictRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        outcome = prediction_create(image=data["image"], client=_client(request),
+                                    model_version_id=data.get("model"), compare=data["compare"])
+        return Response(_result(outcome))
+
+
+class PredictBatchView(APIView):
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "predict"
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Recognize several drawings in one request",
+        description="Up to `PREDICT_BATCH_MAX` images (default 32). All or nothing: if one image is bad, "
+                    "nothing is stored and the error names its index.",
+        request=PredictBatchRequestSerializer,
+        responses={200: PredictBatchResultSerializer, 400: ERROR, 413: ERROR, 422: ERROR, 429: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PredictBatchRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        outcomes = prediction_create_batch(images=data["images"], client=_client(request),
+                                           model_version_id=data.get("model"))
+        return Response({"results": [_result(o) for o in outcomes]})
+
+
+class ModelStatusView(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(summary="The active model version, whether it is loaded and healthy, and counts",
+                   responses={200: inline_serializer("ModelStatus", {
+                       "active": drf_serializers.DictField(allow_null=True),
+                       "serving": drf_serializers.DictField(allow_null=True),
+                       "loaded": drf_serializers.BooleanField(),
+                       "healthy": drf_serializers.BooleanField(),
+                       "error": drf_serializers.CharField(allow_null=True),
+                       "loaded_versions": drf_serializers.ListField(child=drf_serializers.DictField()),
+                       "counts": drf_serializers.DictField(),
+                   })})
+    def get(self, request: Request) -> Response:
+        return Response(model_status())
+
+
+class ModelVersionListView(generics.ListAPIView):
+    permission_classes = [permissions.AllowAny]
+    serializer_class = ModelVersionSerializer
+    queryset = ModelVersion.objects.all()
+
+
+class ModelVersionDetailView(generics.RetrieveAPIView):
+    permission_classes = [permissions.AllowAny]
+    serializer_class = ModelVersionSerializer
+    queryset = ModelVersion.objects.all()
+
+
+class IsPredictionClientOrStaff(permissions.BasePermission):
+    """Staff, or the client that made the prediction: same signed-in user, or same browser session."""
+
+    message = "Only the client that made this prediction (or staff) may label it."
+
+    def has_object_permission(self, request: Request, view: Any, obj: Prediction) -> bool:
+        user = request.user
+        if user.is_authenticated and (user.is_staff or obj.user_id == user.pk):
+            return True
+        key = request.session.session_key if hasattr(request, "session") else None
+        if key and obj.session_key and key == obj.session_key:
+            # The session cookie is the credential here, so the request must carry a CSRF token too.
+            SessionAuthentication().enforce_csrf(request)
+            return True
+        return False
+
+
+class PredictionLabelView(APIView):
+    permission_classes = [IsPredictionClientOrStaff]
+
+    @extend_schema(summary="Tell the correct digit for a prediction", request=LabelRequestSerializer,
+                   responses={200: LabelResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        prediction = get_object_or_404(Prediction, pk=pk)
+        self.check_object_permissions(request, prediction)
+        serializer = LabelRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        prediction = prediction_label(prediction=prediction, label=serializer.validated_data["label"], by=request.user)
+        return Response({"id": prediction.pk, "label": prediction.label, "digit": prediction.digit,
+                         "correct": prediction.label == prediction.digit})
+
+
+class PredictionListView(generics.ListAPIView):
+    permission_classes = [permissions.IsAdminUser]
+    serializer_class = PredictionSerializer
+
+    def get_queryset(self):
+        qs = Prediction.objects.select_related("model_version")
+        params = self.request.query_params
+        for field in ("digit", "label", "model_version", "source"):
+            if params.get(field) not in (None, ""):
+                value = params[field]
+                if field != "source" and not value.isdigit():
+                    raise ApplicationError("invalid_request", f"{field} must be a number.", status=400)
+                qs = qs.filter(**{field: value})
+        labelled = params.get("labelled")
+        if labelled in ("true", "false"):
+            qs = qs.filter(label__isnull=labelled == "false")
+        return qs
+
+
+class StatsView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Accuracy on labelled drawings per model version, confusion matrix, counts",
+                   responses={200: inline_serializer("Stats", {
+                       "total": drf_serializers.IntegerField(), "labelled": drf_serializers.IntegerField(),
+                       "correct": drf_serializers.IntegerField(), "accuracy": drf_serializers.FloatField(allow_null=True),
+                       "per_version": drf_serializers.ListField(child=drf_serializers.DictField()),
+                       "confusion_matrix": drf_serializers.ListField(child=drf_serializers.ListField()),
+                   })})
+    def get(self, request: Request) -> Response:
+        return Response(prediction_stats())
+
+
+class MnistRandomView(APIView):
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "predict"
+
+    @extend_schema(summary="A random MNIST test digit and the serving model's answer",
+                   responses={200: inline_serializer("MnistSample", {
+                       "index": drf_serializers.IntegerField(), "label": drf_serializers.IntegerField(),
+                       "image": drf_serializers.CharField(help_text="base64 PNG, 28x28, white ink on black"),
+                       "prediction": drf_serializers.DictField(),
+                   }), 503: ERROR})
+    def get(self, request: Request) -> Response:
+        return Response(mnist_random_sample(), status=status.HTTP_200_OK)
