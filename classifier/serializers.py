@@ -54,7 +54,7 @@ class PredictBatchRequestSerializer(serializers.Serializer):
 
 
 class LabelRequestSerializer(serializers.Serializer):
-    label = serializers.JSONField(help_text="The correct digit, 0-9.")
+    label = serializers.JSONField(allow_null=True, help_text="The correct digit, 0-9.")
 
 
 class ModelVersionRefSerializer(serializers.Serializer):

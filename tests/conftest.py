@@ -34,3 +34,58 @@ def mnist_train(mnist_root):
 @pytest.fixture(scope="session")
 def shipped_dir() -> Path:
     return REPO / "training" / "shipped"
+
+
+# Every test session writes media (drawings, copied checkpoints) into its own temporary folder.
+import tempfile  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+
+_MEDIA = tempfile.mkdtemp(prefix="mnistsite-test-media-")
+settings.MEDIA_ROOT = _MEDIA
+
+
+@pytest.fixture(autouse=True)
+def _fresh_inference_registry():
+    """Each test sees the registry as a new server process would."""
+    from classifier.inference import registry
+
+    registry.clear()
+    yield
+    registry.clear()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(username="staff", password="pw-staff-123", is_staff=True)
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def token_client(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
