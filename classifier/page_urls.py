@@ -1,0 +1,11 @@
+"""The HTML pages, included by the project at the site root."""
+from django.urls import path
+
+from classifier import pages
+
+app_name = "pages"
+
+urlpatterns = [
+    path("", pages.DrawView.as_view(), name="draw"),
+    path("stats/", pages.StatsView.as_view(), name="stats"),
+]

@@ -1,0 +1,94 @@
+"""The site's HTML pages: the drawing page and the staff statistics page.
+
+The drawing page is a static shell; everything it shows comes from the JSON API through
+``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors``.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+from django.contrib.admin.views.decorators import staff_member_required
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.generic import TemplateView
+
+from classifier import selectors
+from classifier.models import Prediction
+from classifier.preprocessing import OUTPUT_SIZE, to_png_bytes
+
+DIGITS = range(10)
+GALLERY_SIZE = 24
+
+
+@method_decorator(ensure_csrf_cookie, name="dispatch")
+class DrawView(TemplateView):
+    """Draw a digit and watch the model read it (the API calls need the CSRF cookie)."""
+
+    template_name = "classifier/draw.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(digits=DIGITS, **kwargs)
+
+
+@method_decorator(staff_member_required, name="dispatch")
+class StatsView(TemplateView):
+    """How the models do on the drawings people labelled."""
+
+    template_name = "classifier/stats.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        stats = selectors.prediction_stats()
+        recent = selectors.recent_predictions(limit=GALLERY_SIZE)
+        return super().get_context_data(
+            stats=stats,
+            accuracy=_percent(stats["accuracy"]),
+            per_version=[{**row, "accuracy_percent": _percent(row["accuracy"])} for row in stats["per_version"]],
+            confusion_rows=_confusion_rows(stats["confusion_matrix"]),
+            digits=DIGITS,
+            gallery=[_gallery_item(prediction) for prediction in recent],
+            **kwargs,
+        )
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
+
+
+def _confusion_rows(matrix: list[list[int]]) -> list[dict[str, Any]]:
+    """The matrix as table rows; each cell's shade is its count relative to the largest, in percent."""
+    largest = max((count for row in matrix for count in row), default=0)
+    return [
+        {
+            "label": label,
+            "total": sum(row),
+            "cells": [
+                {
+                    "predicted": predicted,
+                    "count": count,
+                    "shade": round(100 * count / largest) if largest else 0,
+                    "diagonal": predicted == label,
+                }
+                for predicted, count in enumerate(row)
+            ],
+        }
+        for label, row in enumerate(matrix)
+    ]
+
+
+def _gallery_item(prediction: Prediction) -> dict[str, Any]:
+    return {
+        "prediction": prediction,
+        "drawing_url": prediction.image.url if prediction.image else None,
+        "input_url": _input_data_url(bytes(prediction.input_pixels)),
+        "correct": prediction.is_correct,
+    }
+
+
+def _input_data_url(pixels: bytes) -> str | None:
+    """The stored 28x28 model input (784 bytes, ink = 255) as a PNG data: URL (~300 bytes)."""
+    if len(pixels) != OUTPUT_SIZE * OUTPUT_SIZE:
+        return None
+    array = np.frombuffer(pixels, dtype=np.uint8).reshape(OUTPUT_SIZE, OUTPUT_SIZE) / 255.0
+    return "data:image/png;base64," + base64.b64encode(to_png_bytes(array)).decode("ascii")

@@ -1,0 +1,131 @@
+"""The real site in a real browser: daphne serving mnistsite on 127.0.0.1, driven by Playwright
+through Debian's Chromium (/usr/bin/chromium). Skipped when that browser is not installed."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_START_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(config, items):
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+    for item in items:
+        if Path(item.fspath).is_relative_to(Path(__file__).parent):
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"daphne did not listen on port {port} within {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def site_url(tmp_path_factory) -> Iterator[str]:
+    """A fresh site (own database, media and static folders) served by daphne; its base URL."""
+    root = tmp_path_factory.mktemp("site")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
+        "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
+        "MEDIA_ROOT": str(root / "media"),
+        "STATIC_ROOT": str(root / "static"),
+        "PREDICT_THROTTLE": "off",
+        "DEBUG": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    bin_dir = Path(sys.executable).parent
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command, "--verbosity", "0"],
+            cwd=REPO, env=env, check=True, capture_output=True, timeout=120,
+        )
+    port = _free_port()
+    log = root / "daphne.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "mnistsite.asgi:application"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _new_page(browser, site_url: str, **context_args):
+    context = browser.new_context(base_url=site_url, **context_args)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    # Uncaught exceptions in the page's scripts; a test asserts there are none.
+    page.js_errors = []
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))
+    return page
+
+
+@pytest.fixture
+def page(browser, site_url):
+    """The drawing page, loaded, in a desktop-sized window with a mouse."""
+    page = _new_page(browser, site_url, viewport={"width": 1100, "height": 900})
+    page.goto("/")
+    yield page
+    page.context.close()
+
+
+@pytest.fixture
+def touch_page(browser, site_url):
+    """The drawing page on a phone-sized touch screen."""
+    page = _new_page(browser, site_url, viewport={"width": 390, "height": 844}, has_touch=True,
+                     is_mobile=True, device_scale_factor=2)
+    page.goto("/")
+    yield page
+    page.context.close()
