@@ -5,6 +5,7 @@ The defaults give a safe single-process development run: SQLite, no external ser
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -94,7 +95,9 @@ ASGI_APPLICATION = "mnistsite.asgi.application"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+        # Persistent connections: opening one per request costs more than a whole prediction.
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "600")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -107,6 +110,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests use a file, not an in-memory database, so that the Celery worker processes started by the
+    # integration tests see the same database; one file per test process.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("TEST_DATABASE_NAME")
+        or str(Path(tempfile.gettempdir()) / f"mnistsite-test-{os.getpid()}.sqlite3")
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -196,7 +205,56 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Across processes (workers publishing training progress to web processes) the channel layer is Redis;
+# the in-memory layer only works inside one process, which is the single-process default.
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+# ---------------------------------------------------------------- training runs and workers
+# Celery is used when a broker is configured (default: REDIS_URL); otherwise runs execute in a
+# background thread of the server process, so retraining works with no other service.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+TRAINING_EXECUTOR = os.environ.get("TRAINING_EXECUTOR") or ("celery" if CELERY_BROKER_URL else "thread")
+if TRAINING_EXECUTOR not in {"celery", "thread", "inline"}:
+    raise ImproperlyConfigured(f"TRAINING_EXECUTOR must be celery, thread or inline, got {TRAINING_EXECUTOR!r}")
+if TRAINING_EXECUTOR == "celery" and not CELERY_BROKER_URL:
+    raise ImproperlyConfigured("TRAINING_EXECUTOR=celery needs CELERY_BROKER_URL or REDIS_URL")
+# Queues: every worker takes TRAINING_QUEUE; runs that ask for device "cuda" go to TRAINING_GPU_QUEUE,
+# which only workers on machines with a GPU take (python manage.py worker --gpu).
+TRAINING_QUEUE = os.environ.get("TRAINING_QUEUE", "training")
+TRAINING_GPU_QUEUE = os.environ.get("TRAINING_GPU_QUEUE", "training-gpu")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = TRAINING_QUEUE
+CELERY_TASK_ACKS_LATE = False  # a run whose worker dies is failed by the reaper, not silently re-run
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# torch threads in each worker process (0: torch's default, all cores).
+TRAINING_TORCH_THREADS = int(os.environ.get("TRAINING_TORCH_THREADS", 0))
+# A running run writes a heartbeat this often; one silent for TRAINING_HEARTBEAT_TIMEOUT seconds is
+# marked failed by the reaper (web requests listing runs, every worker, `manage.py reap_runs`).
+TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", 5))
+TRAINING_HEARTBEAT_TIMEOUT = float(os.environ.get("TRAINING_HEARTBEAT_TIMEOUT", 45))
+TRAINING_REAP_SECONDS = float(os.environ.get("TRAINING_REAP_SECONDS", 10))
+# Progress: the run's row is written at most this often (and at every epoch and status change);
+# batch events are published at most this often per run.
+TRAINING_PROGRESS_WRITE_SECONDS = float(os.environ.get("TRAINING_PROGRESS_WRITE_SECONDS", 1.0))
+TRAINING_PROGRESS_EVENT_SECONDS = float(os.environ.get("TRAINING_PROGRESS_EVENT_SECONDS", 0.25))
+# How often a running run looks at its cancel flag in the database (the engine checks it every batch).
+TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECONDS", 0.2))
+# The field set: this share of labelled drawings (chosen by a hash of the prediction id) is held out
+# of training and used only to evaluate versions.
+TRAINING_FIELD_SET_PERCENT = int(os.environ.get("TRAINING_FIELD_SET_PERCENT", 20))
+# Promotion gate: a candidate may be this much (accuracy, 0..1) below the active version and still pass.
+PROMOTION_MARGIN_MNIST = float(os.environ.get("PROMOTION_MARGIN_MNIST", 0.0))
+PROMOTION_MARGIN_FIELD = float(os.environ.get("PROMOTION_MARGIN_FIELD", 0.0))
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,193 @@
+"""Latency and throughput of ``POST /api/predict/`` over loopback, beside a Flask demo baseline.
+
+Starts the site under the chosen server and process layout on 127.0.0.1 with a fresh database and
+media folder (every prediction is stored: a row and the drawing's file), and the Flask + torch
+baseline of ``bench/flask_baseline.py`` (nothing stored). Both get the same request: a 280x280
+canvas PNG with a drawn 7, as the drawing page sends it. Then, for each: concurrency 1 and
+concurrency 16, bounded in requests and seconds. Prints a table, the ratios, and checks that the
+site stored exactly as many predictions as it answered.
+
+    python bench/predict_api.py [--server granian-wsgi|granian|daphne] [--workers 2]
+                                [--database-url URL] [--requests 2000] [--seconds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.loadgen import LoadResult, run_load  # noqa: E402
+from tests.support.drawings import SEVEN, canvas, encode  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TARGETS = {"c1_p50_ms": 5.0, "c1_p99_ms": 15.0, "c16_rps": 500.0, "c16_p99_ms": 50.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"server on port {port} did not start within {timeout:.0f} s")
+
+
+def server_command(server: str, port: int, workers: int) -> list[str]:
+    app = "mnistsite.asgi:application"
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--log-level", "warning", "--no-ws", app]
+    if server == "granian-wsgi":
+        return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--blocking-threads", "1", "--log-level", "warning",
+                "mnistsite.wsgi:application"]
+    if server == "daphne":
+        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
+    raise SystemExit(f"unknown server {server}")
+
+
+def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadResult]:
+    run_load(url, body, concurrency=4, max_requests=200, max_seconds=20)  # warm-up: models loaded, caches hot
+    return {
+        "c1": run_load(url, body, concurrency=1, max_requests=args.requests, max_seconds=args.seconds),
+        "c16": run_load(url, body, concurrency=16, max_requests=args.requests * 2, max_seconds=args.seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default="granian-wsgi", choices=["granian-wsgi", "granian", "daphne"],
+                        help="granian-wsgi: Granian running Django's WSGI handler (the production layout); "
+                             "granian: Granian running the ASGI application; daphne: the single-process default")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL server URL; a fresh database is created on it and dropped after "
+                             "(default: a fresh SQLite file)")
+    parser.add_argument("--requests", type=int, default=2000, help="per run at concurrency 1 (x2 at 16)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time bound per run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    body = json.dumps({"image": encode(canvas(SEVEN))}).encode()
+    tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-"))
+    database_url, drop_database = fresh_database(args.database_url, tmp)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(tmp / "media"),
+        "STATIC_ROOT": str(tmp / "static"),
+        "PREDICT_THROTTLE": "off",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
+    }
+    (tmp / "static").mkdir()
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
+    baseline_rows = 0
+    results: dict[str, dict[str, LoadResult]] = {}
+    port = free_port()
+    site = subprocess.Popen(server_command(args.server, port, args.workers), cwd=REPO, env=env)
+    try:
+        wait_for_port(port, site)
+        results["site"] = measure(f"http://127.0.0.1:{port}/api/predict/", body, args)
+    finally:
+        site.terminate()
+        site.wait(timeout=30)
+    stored = count_predictions(env) - baseline_rows
+    answered = 200 + sum(r.requests - r.errors for r in results["site"].values())
+
+    port = free_port()
+    flask = subprocess.Popen([sys.executable, str(REPO / "bench" / "flask_baseline.py"), "--port", str(port)],
+                             cwd=REPO, env={**env, "FLASK_DEBUG": "0"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, flask)
+        results["flask"] = measure(f"http://127.0.0.1:{port}/predict", body, args)
+    finally:
+        flask.terminate()
+        flask.wait(timeout=30)
+
+    drop_database()
+    report(args, results, stored, answered)
+    if args.json:
+        args.json.write_text(json.dumps({k: {c: r.summary() for c, r in v.items()} for k, v in results.items()},
+                                        indent=2))
+
+
+def fresh_database(server_url: str | None, tmp: Path):
+    """A new, empty database for this run, and a function that removes it."""
+    if not server_url:
+        return f"sqlite:///{tmp / 'db.sqlite3'}", lambda: None
+    import psycopg
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(server_url)
+    if parts.hostname not in {"127.0.0.1", "localhost"}:
+        raise SystemExit("benchmarks only use servers on this machine")
+    name = f"mnistsite_bench_{secrets.token_hex(4)}"
+    admin = server_url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return urlunsplit(parts._replace(path=f"/{name}")), drop
+
+
+def count_predictions(env: dict[str, str]) -> int:
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from classifier.models import Prediction; print(Prediction.objects.count())"],
+        cwd=REPO, env=env, check=True, capture_output=True, text=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, LoadResult]], stored: int, answered: int) -> None:
+    print(f"\nPOST /api/predict/ on 127.0.0.1 — site: {args.server}, {args.workers} worker process(es), "
+          f"{'PostgreSQL' if args.database_url else 'SQLite'}; every prediction stored")
+    print(f"{'':26}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
+    for name, label in (("site", "mnistsite"), ("flask", "Flask demo (stores nothing)")):
+        for conc, result in results[name].items():
+            s = result.summary()
+            print(f"{label[:18] + ' ' + conc:26}{s['requests']:>9}{s['errors']:>8}{s['throughput_rps']:>9.0f}"
+                  f"{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}")
+    site, flask = results["site"], results["flask"]
+    print(f"\nratio mnistsite / Flask demo: throughput at 16 = {site['c16'].throughput / flask['c16'].throughput:.2f}x, "
+          f"p50 at 1 = {site['c1'].percentile(50) / flask['c1'].percentile(50):.2f}x")
+    print(f"predictions stored: {stored} of {answered} answered")
+    checks = {
+        "c1_p50_ms": site["c1"].percentile(50) <= TARGETS["c1_p50_ms"],
+        "c1_p99_ms": site["c1"].percentile(99) <= TARGETS["c1_p99_ms"],
+        "c16_rps": site["c16"].throughput >= TARGETS["c16_rps"],
+        "c16_p99_ms": site["c16"].percentile(99) < TARGETS["c16_p99_ms"],
+    }
+    print("targets: " + ", ".join(f"{k} {TARGETS[k]:g}: {'met' if ok else 'MISSED'}" for k, ok in checks.items()))
+
+
+if __name__ == "__main__":
+    main()
