@@ -1,12 +1,13 @@
 # Quick start:  make run   (set up and serve the site on http://127.0.0.1:8000)
 #               make test  (run the test suite)
+#               make worker (a Celery worker for training runs; needs REDIS_URL)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test worker bench clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -23,6 +24,9 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+worker: setup
+	$(BIN)/python manage.py worker
 
 clean:
 	rm -rf $(VENV) staticfiles

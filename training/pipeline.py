@@ -5,6 +5,7 @@ Plain Python (no Django): load MNIST, train with the engine, evaluate on the MNI
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,27 @@ def train_to_checkpoint(
     callback: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
+    mnist_limit: int | None = None,
+    extra_eval: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    data_fingerprint: str | None = None,
 ) -> TrainedModel:
-    """Train per ``config`` and, unless cancelled or ``out`` is None, write the checkpoint."""
+    """Train per ``config`` and, unless cancelled or ``out`` is None, write the checkpoint.
+
+    ``mnist_limit`` trains on the first N MNIST training images only (quick runs); ``extra_eval``
+    names further evaluation sets (e.g. ``{"field": (images, labels)}``) whose figures join the
+    checkpoint's metrics as ``<name>_accuracy`` etc.; ``data_fingerprint`` replaces the default one
+    when the caller knows more exactly what was used.
+    """
     train_split = load_mnist(mnist_root, "train")
     test_split = load_mnist(mnist_root, "test")
+    train_images, train_labels = train_split.images, train_split.labels
+    if mnist_limit is not None:
+        if mnist_limit < 1:
+            raise ValueError("mnist_limit must be at least 1")
+        train_images, train_labels = train_images[:mnist_limit], train_labels[:mnist_limit]
     data = TrainingData(
-        images=train_split.images,
-        labels=train_split.labels,
+        images=train_images,
+        labels=train_labels,
         extra_images=extra_images,
         extra_labels=extra_labels,
         check_images=test_split.images if config.target_accuracy is not None else None,
@@ -59,23 +74,41 @@ def train_to_checkpoint(
     )
     result = train(config, data, callback=callback, should_cancel=should_cancel, init_state=init_state)
     test_metrics = evaluate(result.model, test_split.images, test_split.labels)
-    fingerprint = mnist_fingerprint(mnist_root)
-    n_extra = 0 if extra_labels is None else int(len(extra_labels))
-    if n_extra:
-        fingerprint += f"+drawings:{n_extra}"
+    fingerprint = data_fingerprint
+    if fingerprint is None:
+        fingerprint = mnist_fingerprint(mnist_root)
+        if mnist_limit is not None:
+            fingerprint += f"[:{mnist_limit}]"
+        n_extra = 0 if extra_labels is None else int(len(extra_labels))
+        if n_extra:
+            fingerprint += f"+drawings:{n_extra}"
+    metrics: dict[str, Any] = {
+        "test_accuracy": test_metrics["accuracy"],
+        "test_loss": test_metrics["loss"],
+        "per_class_accuracy": test_metrics["per_class_accuracy"],
+        "confusion_matrix": test_metrics["confusion_matrix"],
+        "test_n": test_metrics["n"],
+        "val_accuracy": (result.val_metrics or {}).get("accuracy"),
+        "best_epoch": result.best_epoch,
+    }
+    for name, (images, labels) in (extra_eval or {}).items():
+        if len(labels) == 0:
+            metrics[f"{name}_accuracy"] = None
+            metrics[f"{name}_n"] = 0
+            continue
+        figures = evaluate(result.model, images, labels)
+        metrics.update({
+            f"{name}_accuracy": figures["accuracy"],
+            f"{name}_loss": figures["loss"],
+            f"{name}_n": figures["n"],
+            f"{name}_per_class_accuracy": figures["per_class_accuracy"],
+            f"{name}_confusion_matrix": figures["confusion_matrix"],
+        })
     checkpoint = make_checkpoint(
         model=result.model,
         arch=config.arch,
         config=config_summary(config)["arch_config"],
-        metrics={
-            "test_accuracy": test_metrics["accuracy"],
-            "test_loss": test_metrics["loss"],
-            "per_class_accuracy": test_metrics["per_class_accuracy"],
-            "confusion_matrix": test_metrics["confusion_matrix"],
-            "test_n": test_metrics["n"],
-            "val_accuracy": (result.val_metrics or {}).get("accuracy"),
-            "best_epoch": result.best_epoch,
-        },
+        metrics=metrics,
         preprocessing=PREPROCESSING_VERSION,
         training={**config_summary(config), "history": result.history, **result.summary},
         data_fingerprint=fingerprint,

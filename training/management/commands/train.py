@@ -39,6 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--plots", help="folder for history.png and predictions.png")
         parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
         parser.add_argument("--mnist-root", default=None, help="defaults to the MNIST_ROOT setting")
+        parser.add_argument("--register", action="store_true",
+                            help="register the checkpoint as a candidate model version (evaluated on the field set too)")
+        parser.add_argument("--name", default="", help="with --register: the version name (default: the architecture)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["threads"]:
@@ -132,6 +135,23 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{config.arch}: test accuracy {100 * test['accuracy']:.2f}% (n={test['n']}); {val}"
             f"{len(result.history)} epochs, {timing}; {saved}"
+        )
+        if opts["register"] and trained.path:
+            self._register(trained.path, opts["name"])
+
+    def _register(self, path: Path, name: str) -> None:
+        from classifier.lifecycle import model_version_register_file
+        from mnistsite.errors import ApplicationError
+
+        try:
+            version = model_version_register_file(path=path, name=name)
+        except ApplicationError as exc:
+            raise CommandError(f"not registered: {exc.message}") from None
+        field = version.metrics.get("field_accuracy")
+        self.stdout.write(
+            f"registered {version.label} (id {version.pk}) as a candidate"
+            + (f"; field set accuracy {100 * field:.2f}% (n={version.metrics.get('field_n')})" if field is not None
+               else "; field set empty")
         )
 
     def _plots(self, folder: Path, trained: Any, root: Any) -> None:

@@ -1,0 +1,81 @@
+"""Typed training events published through the channel layer (the dashboard's consumers relay them).
+
+Groups and messages:
+
+- ``training.run.<id>``: ``{"type": "run.progress", "data": {...}}`` for one run (``data["kind"]`` is
+  ``start``, ``batch``, ``epoch`` or ``evaluate``) and ``{"type": "run.lifecycle", "data": {...}}``;
+- ``training``: every run's ``run.lifecycle`` messages (queued, running, succeeded, failed, cancelled).
+
+Publishing never breaks a run: a channel layer that is down is logged and skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+ALL_RUNS_GROUP = "training"
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+_home = threading.local()
+
+
+def run_group(run_id: int) -> str:
+    return f"training.run.{run_id}"
+
+
+def set_home_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Publish from this thread on ``loop`` (the server's event loop, for the in-memory channel layer).
+
+    The in-memory layer is not thread-safe: a background training thread inside the server process
+    must hand its messages to the loop the consumers run on. Celery workers publish through Redis and
+    need none of this.
+    """
+    _home.loop = loop
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the ASGI server when called from a sync view it runs, else None."""
+
+    async def running() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    try:
+        loop = async_to_sync(running)()
+    except RuntimeError:
+        return None
+    return loop if loop.is_running() else None
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    loop = getattr(_home, "loop", None)
+    if loop is not None and loop.is_running() and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(PUBLISH_TIMEOUT_SECONDS)
+    else:
+        async_to_sync(layer.group_send)(group, message)
+
+
+def publish(groups: list[str], event_type: str, data: dict[str, Any]) -> None:
+    message = {"type": event_type, "data": data}
+    for group in groups:
+        try:
+            _send(group, message)
+        except Exception:  # a missing or unreachable channel layer must not stop training
+            log.warning("could not publish %s to %s", event_type, group, exc_info=True)
+
+
+def publish_progress(run_id: int, data: dict[str, Any]) -> None:
+    publish([run_group(run_id)], "run.progress", {"run": run_id, **data})
+
+
+def publish_lifecycle(run_id: int, data: dict[str, Any]) -> None:
+    publish([run_group(run_id), ALL_RUNS_GROUP], "run.lifecycle", {"run": run_id, **data})
