@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP through Django; WebSocket routes join as the dashboard grows."""
+"""ASGI entry point: HTTP through Django; WebSockets (the live training dashboard) through Channels.
+
+Sockets get the session's user (``AuthMiddlewareStack``) and must come from a page of an allowed host
+(``AllowedHostsOriginValidator``).
+"""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -7,6 +11,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+# These need Django set up first.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+import dashboard.routing  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(dashboard.routing.websocket_urlpatterns))),
+})

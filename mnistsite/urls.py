@@ -9,6 +9,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("classifier.api_urls")),
+    path("api/", include("training.api_urls")),
+    path("dashboard/", include("dashboard.urls")),
     path("", include("classifier.page_urls")),
 ]
 
