@@ -635,8 +635,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if run is None:
             return None
         url = reverse("admin:training_trainingrun_change", args=[run.pk])
-        return format_html('<a href="{}">run {}</a> ({})', url, run.pk,
-                           "fine-tuned from its parent" if run.base_version_id else "trained from scratch")
+        dashboard = f"{reverse('dashboard:index')}?version={obj.pk}"
+        return format_html('<a href="{}">run {}</a> ({}) · <a href="{}">its curves on the live dashboard</a>',
+                           url, run.pk, "fine-tuned from its parent" if run.base_version_id else "trained from scratch",
+                           dashboard)
 
     @admin.display(description="children")
     def children_links(self, obj: ModelVersion) -> SafeString | None:

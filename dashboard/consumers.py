@@ -6,7 +6,7 @@
 ``queued``, ``started``, ``finished``, ``failed``, ``cancelled`` or ``promoted`` (a promoted run sends
 ``finished``, then ``promoted``).
 
-``/ws/training/<id>/`` (``RunConsumer``; ``/ws/training/runs/<id>/`` too) follows one run. On connect it
+``/ws/training/<id>/`` (``RunConsumer``) follows one run. On connect it
 sends ``{"type": "state", "data": run_state}``, the history so far included, so a late joiner draws the
 whole curve; then ``{"type": "progress", "data": {"kind": "start" | "batch" | "epoch" | "evaluate", ...}}``
 and the lifecycle messages above; when the run ends, one more ``state`` with its metrics (confusion

@@ -27,7 +27,7 @@ def version_ref(version: ModelVersion | None) -> dict[str, Any] | None:
 
 def run_ws_path(run_id: int) -> str:
     """Where the dashboard's WebSocket for one run lives."""
-    return f"/ws/training/runs/{run_id}/"
+    return f"/ws/training/{run_id}/"
 
 
 def run_progress(run: TrainingRun) -> dict[str, Any]:

@@ -56,11 +56,11 @@ def test_a_late_joiner_gets_the_state_and_the_whole_history(run_scenario, staff_
     assert not {"log", "worker", "created_by"} & set(state)
 
 
-def test_staff_see_the_log_and_the_old_path_works_too(run_scenario, staff_cookie, staff_user):
+def test_staff_see_the_log_and_the_worker(run_scenario, staff_cookie, staff_user):
     run = make_run(status="running", created_by=staff_user, worker="host:1", log="started on host:1\n")
 
     async def scenario():
-        socket = connect_to(f"/ws/training/runs/{run.pk}/", cookie=staff_cookie)
+        socket = connect_to(f"/ws/training/{run.pk}/", cookie=staff_cookie)
         assert (await socket.connect())[0]
         message = await receive(socket)
         await socket.disconnect()

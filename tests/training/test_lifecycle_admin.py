@@ -22,6 +22,15 @@ def test_changelist_offers_upload_and_rollback(admin_client):
     html = admin_client.get(VERSIONS).content.decode()
     assert reverse("admin:classifier_modelversion_upload") in html
     assert reverse("admin:classifier_modelversion_rollback") in html
+    assert f'href="{reverse("dashboard:index")}"' in html
+
+
+def test_a_trained_version_links_to_its_curves_on_the_dashboard(admin_client):
+    version = ModelVersion.objects.get(name="logreg")
+    TrainingRun.objects.create(config={"arch": "logreg", "epochs": 1}, executor="inline", status="succeeded",
+                               result_version=version)
+    html = admin_client.get(version_url(version)).content.decode()
+    assert f'href="{reverse("dashboard:index")}?version={version.pk}"' in html
 
 
 def test_change_page_shows_lifecycle_links_lineage_and_history(admin_client, admin_user):

@@ -81,7 +81,7 @@ def test_retrain_trains_registers_and_reports(staff_client, mnist_settings, labe
     body = response.json()
     run_id = body["id"]
     assert body["url"] == f"http://testserver/api/runs/{run_id}/"
-    assert body["ws_url"] == f"ws://testserver/ws/training/runs/{run_id}/"
+    assert body["ws_url"] == f"ws://testserver/ws/training/{run_id}/"
     state = staff_client.get(body["url"]).json()
     assert state["status"] == "succeeded", state["error"]
     assert state["config"]["arch"] == "logreg" and state["config"]["train"]["epochs"] == 1
@@ -376,7 +376,7 @@ def test_run_state_is_plain_json(staff_user):
                                      history={"batches": [{"step": 1, "loss": 2.3}], "epochs": []})
     state = json.loads(json.dumps(run_state(run)))
     assert state["status"] == "queued" and state["created_by"] == "staff" and state["arch"] == "cnn"
-    assert state["group"] == f"training.run.{run.pk}" and state["ws_path"] == f"/ws/training/runs/{run.pk}/"
+    assert state["group"] == f"training.run.{run.pk}" and state["ws_path"] == f"/ws/training/{run.pk}/"
     assert state["history"]["batches"] == [{"step": 1, "loss": 2.3}] and state["result_version"] is None
 
 
