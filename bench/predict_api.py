@@ -16,11 +16,9 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,28 +26,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 from tests.support.drawings import SEVEN, canvas, encode  # noqa: E402
+from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TARGETS = {"c1_p50_ms": 5.0, "c1_p99_ms": 15.0, "c16_rps": 500.0, "c16_p99_ms": 50.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"server on port {port} did not start within {timeout:.0f} s")
 
 
 def server_command(server: str, port: int, workers: int) -> list[str]:
@@ -110,11 +90,10 @@ def main() -> None:
     port = free_port()
     site = subprocess.Popen(server_command(args.server, port, args.workers), cwd=REPO, env=env)
     try:
-        wait_for_port(port, site)
+        wait_for_port(port, site, timeout=60, name=args.server)
         results["site"] = measure(f"http://127.0.0.1:{port}/api/predict/", body, args)
     finally:
-        site.terminate()
-        site.wait(timeout=30)
+        stop(site, timeout=30)
     stored = count_predictions(env) - baseline_rows
     answered = 200 + sum(r.requests - r.errors for r in results["site"].values())
 
@@ -123,11 +102,10 @@ def main() -> None:
                              cwd=REPO, env={**env, "FLASK_DEBUG": "0"}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, flask)
+        wait_for_port(port, flask, timeout=60, name="flask")
         results["flask"] = measure(f"http://127.0.0.1:{port}/predict", body, args)
     finally:
-        flask.terminate()
-        flask.wait(timeout=30)
+        stop(flask, timeout=30)
 
     drop_database()
     report(args, results, stored, answered)

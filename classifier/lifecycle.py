@@ -308,7 +308,7 @@ def model_version_register_file(
         with transaction.atomic():
             return model_version_register(
                 checkpoint=checkpoint, file_name=stored, sha256=stored_sha, name=name, parent=active, created_by=by,
-                notes=notes or f"Trained with `manage.py train` from scratch"
+                notes=notes or "Trained with `manage.py train` from scratch"
                 + (f" (active version then: {active.label})." if active else "."),
                 metrics=metrics, training={"started_from": "scratch", "active_at_start": active.pk if active else None},
                 reason="registered from manage.py train",

@@ -3,14 +3,14 @@ through Debian's Chromium (/usr/bin/chromium). Skipped when that browser is not 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,25 +34,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"daphne did not listen on port {port} within {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="session")
 def site_url(tmp_path_factory) -> Iterator[str]:
     """A fresh site (own database, media and static folders) served by daphne; its base URL."""
@@ -73,7 +54,7 @@ def site_url(tmp_path_factory) -> Iterator[str]:
             [sys.executable, "manage.py", *command, "--verbosity", "0"],
             cwd=REPO, env=env, check=True, capture_output=True, timeout=120,
         )
-    port = _free_port()
+    port = free_port()
     log = root / "daphne.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -81,15 +62,10 @@ def site_url(tmp_path_factory) -> Iterator[str]:
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for_port(port, process, log)
+        wait_for_port(port, process, timeout=SERVER_START_TIMEOUT_S, name="daphne", log=log.read_text)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="session")

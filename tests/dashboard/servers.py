@@ -3,35 +3,19 @@ watch training through real sockets. Every wait is bounded; only processes start
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import free_port, stop, wait_for_port
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60
 # What must never appear in the server's log while sockets come and go.
 LOG_PROBLEMS = ("Traceback", "ERROR", "Exception inside application")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
 
 
 @dataclass
@@ -78,17 +62,7 @@ def daphne(*, env: dict[str, str], log_path: Path) -> Iterator[Site]:
         )
     site = Site(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {process.returncode}:\n{site.log()[-4000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not listen on {port} in {START_TIMEOUT_S} s:\n{site.log()[-4000:]}")
-                time.sleep(0.1)
+        wait_for_port(port, process, timeout=START_TIMEOUT_S, name="daphne", log=site.log)
         yield site
     finally:
         stop(process)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
+from tests.support.processes import free_port, stop  # noqa: F401  (shared with the dashboard tests)
 
 from tests.training.conftest import (  # noqa: F401  (fixtures shared with the training tests)
     QUICK_RUN,
@@ -32,22 +32,6 @@ from tests.training.conftest import (  # noqa: F401  (fixtures shared with the t
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT = 90
 REDIS_START_TIMEOUT = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
 
 
 @pytest.fixture(scope="session")
