@@ -35,6 +35,9 @@ def send(run_id: int, *, executor: str, device: str | None = None) -> None:
     try:
         if executor == TrainingRun.Executor.CELERY:
             _send_to_celery(run_id, device=device)
+            # Workers reap each other's dead runs; the process that queued one watches too, so a run
+            # is failed within a minute even when every worker is gone.
+            start_reaper()
         elif executor == TrainingRun.Executor.THREAD:
             thread_executor().submit(run_id, loop=events.server_loop())
         else:
