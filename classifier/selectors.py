@@ -1,11 +1,19 @@
 """Reads: statistics, recent predictions, model status."""
 from __future__ import annotations
 
+import base64
+import random
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, F, Q
 
+from mnistsite.errors import ApplicationError
+from training.engine.data import DataError, load_mnist
+
+from .inference import registry
 from .models import ModelVersion, Prediction
+from .preprocessing import to_png_bytes
 
 
 def version_summary(version: ModelVersion) -> dict[str, Any]:
@@ -58,8 +66,6 @@ def recent_predictions(*, limit: int = 24):
 
 
 def model_status() -> dict[str, Any]:
-    from .inference import registry
-
     state = registry.status()
     active = ModelVersion.objects.active().first()
     state["active"] = (
@@ -88,17 +94,6 @@ _mnist_test_cache: dict[str, Any] = {}
 
 def mnist_random_sample(*, index: int | None = None) -> dict[str, Any]:
     """A random MNIST test image (base64 PNG), its label, and the serving model's answer."""
-    import base64
-    import random
-
-    from django.conf import settings
-
-    from mnistsite.errors import ApplicationError
-    from training.engine.data import DataError, load_mnist
-
-    from .inference import registry
-    from .preprocessing import to_png_bytes
-
     root = str(settings.MNIST_ROOT)
     test = _mnist_test_cache.get(root)
     if test is None:

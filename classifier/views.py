@@ -44,8 +44,7 @@ def _client(request: Request) -> Client:
         if not request.session.session_key:
             request.session.save()
         session_key = request.session.session_key or ""
-    forwarded = request.META.get("REMOTE_ADDR") or None
-    return Client(user=request.user, session_key=session_key, ip=forwarded,
+    return Client(user=request.user, session_key=session_key, ip=request.META.get("REMOTE_ADDR") or None,
                   source=Prediction.Source.SITE if from_site else Prediction.Source.API)
 
 
