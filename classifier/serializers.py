@@ -35,6 +35,10 @@ class PredictRequestSerializer(serializers.Serializer):
     model = serializers.IntegerField(required=False, allow_null=True, help_text="A model version id; default: the active one.")
     compare = serializers.BooleanField(required=False, default=False,
                                        help_text="Also answer with the newest usable version of every other architecture.")
+    replaces = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="The id of this client's previous, unlabelled prediction of the same drawing (live prediction "
+                  "while drawing): it is removed once this one is stored, so a drawing is recorded once.")
 
 
 class PredictBatchRequestSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mnistsite.errors import ApplicationError
@@ -118,9 +119,18 @@ def _store(decoded: DecodedImage, tensor: torch.Tensor, answer: ModelAnswer, lat
 
 
 def prediction_create(
-    *, image: DecodedImage, client: Client, model_version_id: int | None = None, compare: bool = False
+    *,
+    image: DecodedImage,
+    client: Client,
+    model_version_id: int | None = None,
+    compare: bool = False,
+    replaces: int | None = None,
 ) -> PredictionOutcome:
-    """Recognize one drawing, store it with the answer, optionally answer with other models too."""
+    """Recognize one drawing, store it with the answer, optionally answer with other models too.
+
+    ``replaces`` names the client's previous prediction of the same, still growing drawing: once the
+    new one is stored, that one is removed if it belongs to this client and nobody has labelled it.
+    """
     started = time.perf_counter()
     tensor = _prepare(image)
     model = _model_for(model_version_id)
@@ -128,6 +138,8 @@ def prediction_create(
     answer = ModelAnswer(model=model, probabilities=probabilities)
     latency_ms = (time.perf_counter() - started) * 1000
     prediction = _store(image, tensor, answer, latency_ms, client)
+    if replaces is not None:
+        _remove_superseded(replaces, client)
     comparisons: list[ModelAnswer] = []
     if compare:
         batch = tensor.unsqueeze(0)
@@ -136,6 +148,17 @@ def prediction_create(
             for m in _comparison_models(model)
         ]
     return PredictionOutcome(prediction=prediction, tensor=tensor, model=model, comparisons=comparisons)
+
+
+def _remove_superseded(pk: int, client: Client) -> None:
+    owned = Q(session_key=client.session_key) if client.session_key else Q(pk__in=[])
+    if client.user is not None and client.user.is_authenticated:
+        owned |= Q(user=client.user)
+    superseded = Prediction.objects.filter(owned, pk=pk, label__isnull=True).first()
+    if superseded is not None:
+        name = superseded.image.name
+        superseded.delete()
+        transaction.on_commit(lambda: default_storage.delete(name))
 
 
 def prediction_create_batch(

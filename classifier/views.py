@@ -83,8 +83,8 @@ class PredictView(APIView):
         serializer = PredictRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        outcome = prediction_create(image=data["image"], client=_client(request),
-                                    model_version_id=data.get("model"), compare=data["compare"])
+        outcome = prediction_create(image=data["image"], client=_client(request), model_version_id=data.get("model"),
+                                    compare=data["compare"], replaces=data.get("replaces"))
         return Response(_result(outcome))
 
 

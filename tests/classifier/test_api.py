@@ -462,3 +462,34 @@ def test_random_mnist_digit_without_data_is_503(api_client, settings, tmp_path):
     settings.MNIST_ROOT = tmp_path
     error = assert_error(api_client.get("/api/mnist/random/"), 503, "mnist_unavailable")
     assert "fetch_mnist" in error["detail"]
+
+
+# ------------------------------------------------------------------ live prediction: one record per drawing
+
+
+def _site_client() -> APIClient:
+    site = APIClient()
+    site.cookies["csrftoken"] = "c" * 32
+    return site
+
+
+def test_a_growing_drawing_is_recorded_once(django_capture_on_commit_callbacks):
+    site = _site_client()
+    first = site.post(PREDICT, {"image": encode(canvas(ONE))}, format="json").json()["id"]
+    first_file = Prediction.objects.get(pk=first).image.name
+    with django_capture_on_commit_callbacks(execute=True):  # the file goes once the removal is committed
+        second = site.post(PREDICT, {"image": encode(canvas(SEVEN)), "replaces": first}, format="json")
+    assert second.status_code == 200
+    assert list(Prediction.objects.values_list("id", flat=True)) == [second.json()["id"]]
+    assert not default_storage.exists(first_file)
+
+
+def test_replaces_never_removes_labelled_or_other_clients_predictions(staff_client):
+    site, other = _site_client(), _site_client()
+    labelled = site.post(PREDICT, {"image": encode(canvas())}, format="json").json()["id"]
+    staff_client.post(f"/api/predictions/{labelled}/label/", {"label": 7}, format="json")
+    foreign = other.post(PREDICT, {"image": encode(canvas())}, format="json").json()["id"]
+    for pk in (labelled, foreign, 99999):
+        assert site.post(PREDICT, {"image": encode(canvas()), "replaces": pk}, format="json").status_code == 200
+    assert Prediction.objects.filter(pk__in=[labelled, foreign]).count() == 2
+    assert Prediction.objects.count() == 5

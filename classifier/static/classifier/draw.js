@@ -238,9 +238,11 @@
     }
     const compare = ui.compareToggle.checked;
     const image = canvas.toDataURL("image/png");
+    // The same drawing, grown since the last answer: that answer's record is replaced, not kept beside it.
+    const replaces = state.predictionId;
     const { seq, signal } = beginRequest();
     const started = performance.now();
-    const response = await api("/api/predict/", { method: "POST", body: { image, compare }, signal });
+    const response = await api("/api/predict/", { method: "POST", body: { image, compare, replaces }, signal });
     if (response.aborted || !finishRequest(seq)) return;
     if (response.ok) {
       showPrediction(response.data, performance.now() - started, compare);
