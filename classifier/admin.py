@@ -10,12 +10,10 @@ Everything shown that comes from users or stored data goes through ``format_html
 """
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-import numpy as np
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -31,27 +29,13 @@ from django.utils.safestring import SafeString, mark_safe
 
 from classifier import lifecycle
 from classifier.models import ModelVersion, Prediction
+from classifier.selectors import input_data_url
 from mnistsite.errors import ApplicationError
 
 DIGITS = range(10)
-INPUT_SIDE = 28
 
 
 # --- helpers: stored data -> small pieces of HTML ---------------------------------------------
-
-
-def input_png_data_url(pixels: bytes | memoryview | None) -> str | None:
-    """The stored 28x28 input (784 bytes, ink = 255) as a ``data:`` URL of a PNG, or None when absent."""
-    if pixels is None:
-        return None
-    raw = bytes(pixels)
-    if len(raw) != INPUT_SIDE * INPUT_SIDE:
-        return None
-    # Imported here: preprocessing pulls in torch, which the admin should not load at start-up.
-    from classifier.preprocessing import to_png_bytes
-
-    image = np.frombuffer(raw, dtype=np.uint8).reshape(INPUT_SIDE, INPUT_SIDE).astype(np.float32) / 255.0
-    return "data:image/png;base64," + base64.b64encode(to_png_bytes(image)).decode("ascii")
 
 
 def drawing_url(prediction: Prediction) -> str | None:
@@ -340,7 +324,7 @@ class PredictionAdmin(admin.ModelAdmin):
 
     @admin.display(description="input")
     def input_thumbnail(self, obj: Prediction) -> SafeString | None:
-        url = input_png_data_url(obj.input_pixels)
+        url = input_data_url(obj.input_pixels)
         if url is None:
             return None
         return format_html(
@@ -378,7 +362,7 @@ class PredictionAdmin(admin.ModelAdmin):
 
     @admin.display(description="model input (28x28)")
     def input_large(self, obj: Prediction) -> SafeString | None:
-        url = input_png_data_url(obj.input_pixels)
+        url = input_data_url(obj.input_pixels)
         if url is None:
             return None
         return format_html(

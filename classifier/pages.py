@@ -5,10 +5,8 @@ The drawing page is a static shell; everything it shows comes from the JSON API 
 """
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import numpy as np
 from django.contrib.admin.views.decorators import staff_member_required
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -16,7 +14,6 @@ from django.views.generic import TemplateView
 
 from classifier import selectors
 from classifier.models import Prediction
-from classifier.preprocessing import OUTPUT_SIZE, to_png_bytes
 
 DIGITS = range(10)
 GALLERY_SIZE = 24
@@ -81,14 +78,6 @@ def _gallery_item(prediction: Prediction) -> dict[str, Any]:
     return {
         "prediction": prediction,
         "drawing_url": prediction.image.url if prediction.image else None,
-        "input_url": _input_data_url(bytes(prediction.input_pixels)),
+        "input_url": selectors.input_data_url(prediction.input_pixels),
         "correct": prediction.is_correct,
     }
-
-
-def _input_data_url(pixels: bytes) -> str | None:
-    """The stored 28x28 model input (784 bytes, ink = 255) as a PNG data: URL (~300 bytes)."""
-    if len(pixels) != OUTPUT_SIZE * OUTPUT_SIZE:
-        return None
-    array = np.frombuffer(pixels, dtype=np.uint8).reshape(OUTPUT_SIZE, OUTPUT_SIZE) / 255.0
-    return "data:image/png;base64," + base64.b64encode(to_png_bytes(array)).decode("ascii")

@@ -5,6 +5,7 @@ import base64
 import random
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Count, F, Q
 
@@ -13,7 +14,16 @@ from training.engine.data import DataError, load_mnist
 
 from .inference import registry
 from .models import ModelVersion, Prediction
-from .preprocessing import to_png_bytes
+from .preprocessing import OUTPUT_SIZE, to_png_bytes
+
+
+def input_data_url(pixels: bytes | memoryview | None) -> str | None:
+    """A prediction's stored 28x28 input (784 bytes, ink = 255) as a PNG ``data:`` URL (~300 bytes)."""
+    raw = bytes(pixels) if pixels is not None else b""
+    if len(raw) != OUTPUT_SIZE * OUTPUT_SIZE:
+        return None
+    image = np.frombuffer(raw, dtype=np.uint8).reshape(OUTPUT_SIZE, OUTPUT_SIZE).astype(np.float32) / 255.0
+    return "data:image/png;base64," + base64.b64encode(to_png_bytes(image)).decode("ascii")
 
 
 def version_summary(version: ModelVersion) -> dict[str, Any]:
