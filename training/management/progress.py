@@ -1,9 +1,9 @@
-"""A text progress bar for long commands (no third-party dependency)."""
+"""Progress display for long commands: one line redrawn in place on a terminal (no dependency)."""
 from __future__ import annotations
 
-import sys
 import time
-from typing import TextIO
+
+from django.core.management.base import OutputWrapper
 
 
 def format_seconds(seconds: float) -> str:
@@ -13,34 +13,52 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-class StepBar:
-    """``[#####.....]  42%  step 180/429  <extra>`` redrawn in place on a terminal, at most 10 times a second.
+class LiveLine:
+    """A status line redrawn in place at most every ``interval`` seconds on a terminal.
 
-    When the stream is not a terminal (CI logs, pipes), it writes only ``close()``'s final line.
+    When the output is not a terminal (CI logs, pipes, captured output) nothing is drawn while it
+    changes; ``end()`` writes its final text as an ordinary line.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, width: int = 28, interval: float = 0.1) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
+    def __init__(self, out: OutputWrapper, *, interval: float = 0.1) -> None:
+        self.out = out
         self.interval = interval
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = 0.0
-        self._line = ""
+        self.live = out.isatty()
+        self._last = float("-inf")
 
-    def update(self, done: int, total: int, extra: str = "", *, force: bool = False) -> None:
-        frac = 0.0 if total <= 0 else min(1.0, done / total)
-        filled = int(round(frac * self.width))
-        self._line = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * frac:5.1f}%  {extra}"
+    def show(self, text: str, *, force: bool = False) -> None:
         now = time.monotonic()
         if self.live and (force or now - self._last >= self.interval):
-            self.stream.write("\r\033[K" + self._line)
-            self.stream.flush()
+            self._write("\r\033[K" + text)
             self._last = now
 
-    def close(self, final: str | None = None) -> None:
-        line = final if final is not None else self._line
+    def end(self, final: str = "") -> None:
+        """Replace the line with ``final`` (nothing when empty) and move to the next line."""
         if self.live:
-            self.stream.write("\r\033[K")
-        if line:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            self._write("\r\033[K")
+        if final:
+            self._write(final + "\n")
+
+    def _write(self, text: str) -> None:
+        # Plain style: Django colours stderr as errors on a terminal by default.
+        self.out.write(text, style_func=str, ending="")
+        self.out.flush()
+
+
+class StepBar:
+    """``[#####.....]  42.0%  <extra>`` for work counted in steps."""
+
+    def __init__(self, out: OutputWrapper, *, width: int = 28) -> None:
+        self.line = LiveLine(out)
+        self.width = width
+        self.text = ""
+
+    def update(self, done: int, total: int, extra: str = "") -> None:
+        frac = 0.0 if total <= 0 else min(1.0, done / total)
+        filled = int(round(frac * self.width))
+        self.text = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * frac:5.1f}%  {extra}"
+        self.line.show(self.text, force=done >= total)
+
+    def close(self, final: str | None = None) -> None:
+        """End the bar's line with ``final`` (default: the bar as it stands)."""
+        self.line.end(self.text if final is None else final)

@@ -16,6 +16,7 @@ from training.engine.data import (
     load_mnist,
     mnist_raw_dir,
 )
+from training.management.progress import LiveLine
 
 _KB = 1024
 _MB = 1024 * 1024
@@ -26,54 +27,28 @@ def _size(n: float) -> str:
 
 
 class ProgressBar:
-    """A one-line text progress bar redrawn with ``\\r``.
+    """One line per file: name, bar, percent, size and rate (size and rate alone when the total is unknown)."""
 
-    On a terminal it redraws at most every ``interval`` seconds; elsewhere (logs,
-    captured output) only the final state of each file is written.
-    """
-
-    def __init__(self, out: OutputWrapper, *, width: int = 30, interval: float = 0.1) -> None:
-        self.out = out
+    def __init__(self, out: OutputWrapper, *, width: int = 30) -> None:
+        self.line = LiveLine(out)
         self.width = width
-        self.interval = interval
-        self.live = out.isatty()
         self.name: str | None = None
         self.started = 0.0
-        self.last_draw = 0.0
-        self.line = ""
-        self.drawn = 0
-        self.shown = ""
+        self.text = ""
 
     def update(self, name: str, done: int, total: int | None) -> None:
         now = time.monotonic()
         if name != self.name:
             self.finish()
-            self.name, self.started, self.last_draw = name, now, 0.0
-        self.line = self._render(name, done, total, now - self.started)
-        finished = total is not None and done >= total
-        if self.live and (finished or now - self.last_draw >= self.interval):
-            self._draw(ending="")
-            self.last_draw = now
+            self.name, self.started = name, now
+        self.text = self._render(name, done, total, now - self.started)
+        self.line.show(self.text, force=total is not None and done >= total)
 
     def finish(self) -> None:
-        """End the current bar's line, if any."""
-        if self.name is None:
-            return
-        if self.live and self.shown == self.line:
-            self.out.write("", style_func=str, ending="\n")
-        else:
-            self._draw(ending="\n")
-        self.name = None
-        self.drawn = 0
-
-    def _draw(self, *, ending: str) -> None:
-        # Pad over the previous drawing so a shorter line leaves no stray characters.
-        text = self.line.ljust(self.drawn)
-        self.drawn = len(self.line)
-        self.shown = self.line
-        # Plain style: Django colours stderr as errors on a terminal by default.
-        self.out.write(("\r" if self.live else "") + text, style_func=str, ending=ending)
-        self.out.flush()
+        """End the current file's line, if any."""
+        if self.name is not None:
+            self.line.end(self.text)
+            self.name = None
 
     def _render(self, name: str, done: int, total: int | None, elapsed: float) -> str:
         rate = _size(done / elapsed) + "/s" if elapsed > 0 else "-"

@@ -67,7 +67,7 @@ class Command(BaseCommand):
             Path(settings.MEDIA_ROOT) / "checkpoints" / f"{config.arch}-{datetime.now():%Y%m%d-%H%M%S}.pt"
         )
         root = opts["mnist_root"] or settings.MNIST_ROOT
-        bar = StepBar(self.stderr._out)
+        bar = StepBar(self.stderr)
         state: dict[str, Any] = {}
 
         def on_event(event: dict[str, Any]) -> None:
