@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from flask import Flask, jsonify, request  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from training.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 torch.set_num_threads(1)
 model = model_from_checkpoint(load_checkpoint(REPO / "training" / "shipped" / "cnn.pt"))

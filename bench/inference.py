@@ -19,10 +19,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from training.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from training.engine.data import load_mnist  # noqa: E402
-from training.engine.evaluate import metrics_from_logits, predict_logits  # noqa: E402
-from training.engine.nets import inference_copy  # noqa: E402
+from engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from engine.data import load_mnist  # noqa: E402
+from engine.evaluate import metrics_from_logits, predict_logits  # noqa: E402
+from engine.nets import inference_copy  # noqa: E402
 
 TARGET = 10_000
 

@@ -2,7 +2,7 @@
 
 Each recorded digit is drawn on a 280x280 canvas as a browser would produce it (three forms, varied
 pen widths, sizes and positions; see ``bench/strokes.py``), then goes through exactly what the
-site does: ``classifier.preprocessing.preprocess`` -> model -> argmax.
+site does: ``engine.preprocessing.preprocess`` -> model -> argmax.
 
     python bench/real_drawings.py [--checkpoint PATH] [--data PATH] [--seed 0] [--variants 3]
                                   [--save-examples DIR]
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from bench.strokes import load_strokes, render_dataset  # noqa: E402
-from classifier.preprocessing import PREPROCESSING_VERSION, preprocess  # noqa: E402
+from engine.preprocessing import PREPROCESSING_VERSION, preprocess  # noqa: E402
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "training" / "shipped" / "cnn.pt"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "strokes-dev" / "strokes.json.gz"
@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model and checkpoint dict, through the engine's single loader."""
-    from training.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     checkpoint = load_checkpoint(path)
     return model_from_checkpoint(checkpoint), checkpoint

@@ -172,7 +172,7 @@ def rendered_tensor_dataset(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples in ``path`` rendered (as ``render_dataset``) and preprocessed like the site:
     ``(x float32 [N, 1, 28, 28], y int64 [N])``, ready to score a model with."""
-    from classifier.preprocessing import preprocess
+    from engine.preprocessing import preprocess
 
     samples = load_strokes(path)
     xs, ys = [], []

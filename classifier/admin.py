@@ -28,8 +28,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from classifier import lifecycle
-from classifier.models import ModelVersion, Prediction
-from classifier.selectors import input_data_url
+from classifier.models import LifecycleEvent, ModelVersion, Prediction
+from classifier.selectors import input_data_url, lifecycle_events
 from mnistsite.errors import ApplicationError
 
 DIGITS = range(10)
@@ -420,7 +420,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "arch")
     search_fields = ("name", "sha256", "notes")
-    change_list_template = "admin/lifecycle/modelversion_change_list.html"
+    change_list_template = "admin/classifier/modelversion_change_list.html"
     actions = ("activate_selected", "archive_selected")
     fieldsets = (
         (
@@ -516,7 +516,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"{title}: done. {result.label} is now {result.status}.")
                 return HttpResponseRedirect(reverse("admin:classifier_modelversion_change", args=[result.pk]))
-        return self._page(request, "admin/lifecycle/confirm.html", title=title, version=version, form=form,
+        return self._page(request, "admin/classifier/confirm.html", title=title, version=version, form=form,
                           explanation=explanation, button=button)
 
     def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -569,7 +569,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                     f"{version.test_accuracy:.2%}.",
                 )
                 return HttpResponseRedirect(reverse("admin:classifier_modelversion_change", args=[version.pk]))
-        return self._page(request, "admin/lifecycle/upload.html", title="Upload a checkpoint", form=form)
+        return self._page(request, "admin/classifier/upload.html", title="Upload a checkpoint", form=form)
 
     @admin.action(description="Activate the selected version (exactly one)", permissions=["change"])
     def activate_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -647,8 +647,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="audit log")
     def lifecycle_history(self, obj: ModelVersion) -> SafeString | None:
-        from training.selectors import lifecycle_events
-
         rows = []
         for event in lifecycle_events(version=obj)[:50]:
             rows.append((
@@ -737,3 +735,33 @@ class ModelVersionAdmin(admin.ModelAdmin):
         count = obj.predictions.count()
         url = reverse("admin:classifier_prediction_changelist") + f"?model_version__id__exact={obj.pk}"
         return format_html('<a href="{}">{} prediction{}</a>', url, f"{count:,}", "" if count == 1 else "s")
+
+
+@admin.register(LifecycleEvent)
+class LifecycleEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "action", "from_link", "to_link", "by", "run_link", "reason")
+    list_filter = ("action",)
+    list_select_related = ("from_version", "to_version", "by")
+    search_fields = ("reason", "by__username")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LifecycleEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LifecycleEvent | None = None) -> bool:
+        return False  # an audit log is append-only
+
+    @admin.display(description="from")
+    def from_link(self, obj: LifecycleEvent) -> SafeString | None:
+        return admin_change_link(obj.from_version, obj.from_version.label) if obj.from_version else None
+
+    @admin.display(description="to")
+    def to_link(self, obj: LifecycleEvent) -> SafeString | None:
+        return admin_change_link(obj.to_version, obj.to_version.label) if obj.to_version else None
+
+    @admin.display(description="run")
+    def run_link(self, obj: LifecycleEvent) -> str | None:
+        return None if obj.run_id is None else f"run {obj.run_id}"

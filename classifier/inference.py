@@ -18,38 +18,44 @@ from typing import Any
 
 import torch
 from django.conf import settings
-from django.core.files.storage import default_storage
 from torch import nn
 
 from mnistsite.errors import ApplicationError
-from training.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from training.engine.nets import inference_copy
+from engine.checkpoint import CheckpointError, model_from_checkpoint
+from engine.nets import inference_copy
 
+from .checkpoints import checkpoint_read
 from .models import ModelVersion
 
 log = logging.getLogger(__name__)
 
-_VERSION_FIELDS = ("id", "name", "version", "arch", "sha256", "checkpoint", "status")
+# What a process reads of a version to serve it (and to describe it in answers).
+_VERSION_FIELDS = ("id", "name", "version", "arch", "sha256", "checkpoint", "status", "test_accuracy", "metrics")
 
 
 @dataclass(frozen=True)
 class VersionRef:
+    """What serving needs to know of a version, frozen when it was read."""
+
     id: int
     name: str
     version: int
     arch: str
     sha256: str
     checkpoint: str
-    status: str
+    ref: dict[str, Any]  # ModelVersion.as_ref(): the version as JSON
 
     @classmethod
-    def of(cls, row: ModelVersion | dict[str, Any]) -> "VersionRef":
-        if isinstance(row, ModelVersion):
-            row = {f: getattr(row, f) for f in _VERSION_FIELDS}
-        return cls(**{f: (str(row[f]) if f == "checkpoint" else row[f]) for f in _VERSION_FIELDS})
+    def of(cls, version: ModelVersion) -> "VersionRef":
+        return cls(id=version.pk, name=version.name, version=version.version, arch=version.arch, sha256=version.sha256, checkpoint=str(version.checkpoint),
+                   ref=version.as_ref())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "version": self.version, "arch": self.arch}
+        return dict(self.ref)
 
 
 @dataclass
@@ -90,17 +96,17 @@ class InferenceRegistry:
                 return cached
             failed = self._failures.get(key)
             if failed and time.monotonic() - failed[0] < settings.MODEL_RETRY_SECONDS:
-                raise ModelUnavailable(f"model {ref.name} v{ref.version} cannot be loaded: {failed[1]}")
+                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed[1]}")
             try:
                 serving = ServingModel(ref=ref, module=self._read(ref))
             except (CheckpointError, OSError, ValueError) as exc:
                 message = str(exc)
                 self._failures[key] = (time.monotonic(), message)
-                log.error("cannot load model version %s (%s v%s): %s", ref.id, ref.name, ref.version, message)
-                raise ModelUnavailable(f"model {ref.name} v{ref.version} cannot be loaded: {message}") from None
+                log.error("cannot load model version %s (%s): %s", ref.id, ref.label, message)
+                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {message}") from None
             self._failures.pop(key, None)
             self._models[key] = serving
-            log.info("loaded model version %s (%s v%s, %s)", ref.id, ref.name, ref.version, ref.arch)
+            log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
             return serving
 
     def _read(self, ref: VersionRef) -> nn.Module:
@@ -108,9 +114,7 @@ class InferenceRegistry:
             # One thread per process serves single drawings best; scale with processes.
             torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
             self._threads_set = True
-        with default_storage.open(ref.checkpoint, "rb") as fh:
-            data = fh.read()
-        checkpoint = load_checkpoint(data, sha256=ref.sha256)
+        checkpoint = checkpoint_read(name=ref.checkpoint, sha256=ref.sha256)
         if checkpoint["arch"] != ref.arch:
             raise CheckpointError(f"checkpoint is a {checkpoint['arch']!r}, the registry says {ref.arch!r}")
         return inference_copy(model_from_checkpoint(checkpoint))
@@ -119,7 +123,7 @@ class InferenceRegistry:
     def active_ref(self, *, force: bool = False) -> VersionRef | None:
         now = time.monotonic()
         if force or now - self._active_checked >= settings.MODEL_REFRESH_SECONDS:
-            row = ModelVersion.objects.active().values(*_VERSION_FIELDS).first()
+            row = ModelVersion.objects.active().only(*_VERSION_FIELDS).first()
             with self._lock:
                 self._active = VersionRef.of(row) if row else None
                 self._active_checked = now
@@ -149,7 +153,7 @@ class InferenceRegistry:
 
     def _first_loadable(self, *, exclude: int | None) -> ServingModel | None:
         rows = ModelVersion.objects.usable().exclude(pk=exclude).order_by("-activated_at", "-created_at")
-        for row in rows.values(*_VERSION_FIELDS)[:10]:
+        for row in rows.only(*_VERSION_FIELDS)[:10]:
             try:
                 return self.load(VersionRef.of(row))
             except ModelUnavailable:

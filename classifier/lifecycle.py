@@ -1,107 +1,37 @@
-"""The model lifecycle: register, promote (gate), activate, roll back and archive model versions.
+"""The model lifecycle: register, upload, activate, roll back and archive model versions.
 
 Every write here is a service function; each lifecycle action is recorded in the audit log
-(``training.LifecycleEvent``: who, when, from which version to which, why). Switching the active
-version is a row update in one transaction, guarded by the "at most one active" constraint; every
-server process's inference registry re-reads the active version within ``MODEL_REFRESH_SECONDS``, so
-the switch needs no restart and in-flight requests finish on the version they started with.
+(``LifecycleEvent``: who, when, from which version to which, why). Switching the active version is
+a row update in one transaction, guarded by the "at most one active" constraint; every server
+process's inference registry re-reads the active version within ``MODEL_REFRESH_SECONDS``, so the
+switch needs no restart and in-flight requests finish on the version they started with.
 
-A version's checkpoint file is always written atomically (temp file + rename) *before* its row is
-created, and checked with the one checkpoint loader (``weights_only=True``) before it is registered
-or activated.
+A version's checkpoint file is written atomically (``checkpoints.checkpoint_store``) *before* its
+row is created, and checked with the one checkpoint loader before it is registered or activated.
+The promotion gate is in ``promotion``; evaluation in ``evaluation``.
 """
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
-from torch import nn
 
+from engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, sha256_of
 from mnistsite.errors import ApplicationError
-from training.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-    sha256_of,
-)
 
-from .models import ModelVersion
+from .checkpoints import checkpoint_discard, checkpoint_store, version_model
+from .evaluation import model_evaluate
+from .models import LifecycleEvent, ModelVersion
 
 log = logging.getLogger(__name__)
 
 User = AbstractBaseUser
-
-
-# ---------------------------------------------------------------------------- checkpoint files
-
-
-def _local_path(name: str) -> Path | None:
-    """The file system path behind a storage name, when media storage is a local (or mounted) folder."""
-    try:
-        return Path(default_storage.path(name))
-    except NotImplementedError:  # object storage: no paths
-        return None
-
-
-def checkpoint_store(*, name: str, checkpoint: dict[str, Any]) -> tuple[str, str]:
-    """Write ``checkpoint`` into media storage under ``name`` atomically; returns (storage name, sha256).
-
-    On a file system (local or shared media folder) the file is written to a temp file next to its
-    destination and renamed into place, so a reader or a crash never sees half a file. Other storages
-    get the finished bytes in one upload.
-    """
-    path = _local_path(name)
-    if path is not None:
-        if path.exists():
-            name = default_storage.get_available_name(name)
-            path = Path(default_storage.path(name))
-        sha = save_checkpoint(path, checkpoint)
-        return name, sha
-    with tempfile.TemporaryDirectory(prefix="mnistsite-checkpoint-") as scratch:
-        local = Path(scratch) / Path(name).name
-        sha = save_checkpoint(local, checkpoint)
-        stored = default_storage.save(name, ContentFile(local.read_bytes()))
-    return stored, sha
-
-
-def checkpoint_discard(name: str) -> None:
-    """Remove a checkpoint file that no version refers to (and any temp files left next to it)."""
-    if not name or ModelVersion.objects.filter(checkpoint=name).exists():
-        return
-    try:
-        default_storage.delete(name)
-    except OSError:
-        log.warning("could not delete orphan checkpoint %s", name, exc_info=True)
-    path = _local_path(name)
-    if path is not None and path.parent.is_dir():
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def version_checkpoint(version: ModelVersion) -> dict[str, Any]:
-    """A version's checkpoint, read through the one loader and checked against its sha256."""
-    try:
-        with default_storage.open(version.checkpoint.name, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint file {version.checkpoint.name} cannot be read: {exc}") from None
-    return load_checkpoint(data, sha256=version.sha256)
-
-
-def version_model(version: ModelVersion) -> nn.Module:
-    return model_from_checkpoint(version_checkpoint(version))
 
 
 def _usable_or_error(version: ModelVersion) -> None:
@@ -114,64 +44,18 @@ def _usable_or_error(version: ModelVersion) -> None:
         ) from None
 
 
-# ---------------------------------------------------------------------------- evaluation
-
-
-def _mnist_test():
-    from training.engine.data import DataError, load_mnist
-
-    try:
-        return load_mnist(settings.MNIST_ROOT, "test")
-    except DataError as exc:
-        raise ApplicationError(
-            "mnist_unavailable", "The MNIST test set is not available on this server, so the model cannot be "
-            "evaluated. Run `python manage.py fetch_mnist` or set MNIST_ROOT.", detail=str(exc), status=503,
-        ) from None
-
-
-def evaluation_metrics(model: nn.Module, *, field_set: Any = None) -> dict[str, Any]:
-    """MNIST test and field-set figures for a model, in the shape a version's fields use."""
-    from training.dataset import labelled_drawings
-    from training.engine.evaluate import evaluate
-
-    test = _mnist_test()
-    figures = evaluate(model, test.images, test.labels)
-    field = labelled_drawings(part="field") if field_set is None else field_set
-    metrics: dict[str, Any] = {
-        "test_accuracy": figures["accuracy"],
-        "test_loss": figures["loss"],
-        "test_n": figures["n"],
-        "per_class_accuracy": figures["per_class_accuracy"],
-        "confusion_matrix": figures["confusion_matrix"],
-        "field_accuracy": None,
-        "field_n": len(field),
-    }
-    if len(field):
-        on_field = evaluate(model, field.images, field.labels)
-        metrics.update(
-            field_accuracy=on_field["accuracy"],
-            field_loss=on_field["loss"],
-            field_per_class_accuracy=on_field["per_class_accuracy"],
-            field_confusion_matrix=on_field["confusion_matrix"],
-            field_fingerprint=field.fingerprint,
-        )
-    return metrics
-
-
 # ---------------------------------------------------------------------------- audit log
 
 
 def _record(action: str, *, to_version: ModelVersion | None, from_version: ModelVersion | None = None,
-            by: User | None = None, reason: str = "", run: Any = None) -> Any:
-    from training.models import LifecycleEvent
-
+            by: User | None = None, reason: str = "", run_id: int | None = None) -> LifecycleEvent:
     return LifecycleEvent.objects.create(
         action=action,
         from_version=from_version,
         to_version=to_version,
         by=by if by is not None and by.is_authenticated else None,
         reason=reason,
-        run=run,
+        run_id=run_id,
     )
 
 
@@ -194,7 +78,7 @@ def model_version_register(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     data_fingerprint: str | None = None,
-    run: Any = None,
+    run_id: int | None = None,
     reason: str = "",
 ) -> ModelVersion:
     """Create a *candidate* version for a checkpoint file already in storage, and log it.
@@ -231,7 +115,7 @@ def model_version_register(
                     notes=notes,
                     created_by=user,
                 )
-                _record("register", to_version=version, from_version=parent, by=user, reason=reason or notes, run=run)
+                _record("register", to_version=version, from_version=parent, by=user, reason=reason or notes, run_id=run_id)
                 return version
         except IntegrityError:
             if attempt == 4:
@@ -240,15 +124,15 @@ def model_version_register(
     raise AssertionError("unreachable")
 
 
-def model_version_upload(
-    *, data: bytes, name: str = "", by: User | None = None, notes: str = ""
+def _register_checkpoint_file(
+    *, data: bytes | str | os.PathLike[str], folder: str, name: str, by: User | None, notes: str, reason: str,
+    evaluate_mnist: bool, parent: ModelVersion | None = None, training: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """Register an uploaded checkpoint as a candidate, after checking and evaluating it.
+    """Check a checkpoint (bytes or a file), evaluate it, copy it into media storage and register it.
 
     The file goes through the one checkpoint loader (``weights_only=True``): garbage, a pickle that
     would run code, an unknown architecture or weights of the wrong shape are refused with the
-    loader's message. A valid checkpoint is evaluated on the MNIST test set and the field set (its
-    own claimed figures are kept as ``claimed_test_accuracy``), stored atomically and registered.
+    loader's message. A copy already registered (same sha256) is refused too.
     """
     try:
         checkpoint = load_checkpoint(data)
@@ -263,66 +147,53 @@ def model_version_upload(
             detail={"model": existing.pk}, status=409,
         )
     name = (name or checkpoint["arch"]).strip()[:100]
-    metrics = evaluation_metrics(model)
+    metrics = model_evaluate(model, mnist=evaluate_mnist)
     claimed = checkpoint.get("metrics", {}).get("test_accuracy")
-    if claimed is not None:
+    if evaluate_mnist and claimed is not None:
         metrics["claimed_test_accuracy"] = claimed
-    stored, stored_sha = checkpoint_store(name=f"checkpoints/uploads/{name}-{sha[:12]}.pt", checkpoint=checkpoint)
+    stored, stored_sha = checkpoint_store(name=f"checkpoints/{folder}/{name}-{sha[:12]}.pt", checkpoint=checkpoint)
     try:
         with transaction.atomic():
             return model_version_register(
-                checkpoint=checkpoint, file_name=stored, sha256=stored_sha, name=name, created_by=by,
-                notes=notes or "Uploaded checkpoint.", metrics=metrics, reason="uploaded checkpoint",
+                checkpoint=checkpoint, file_name=stored, sha256=stored_sha, name=name, parent=parent,
+                created_by=by, notes=notes, metrics=metrics, training=training, reason=reason,
             )
     except BaseException:
         checkpoint_discard(stored)
         raise
+
+
+def model_version_upload(
+    *, data: bytes, name: str = "", by: User | None = None, notes: str = ""
+) -> ModelVersion:
+    """Register an uploaded checkpoint as a candidate, evaluated here on the MNIST test set and the
+    field set (the file's own claimed figure is kept as ``claimed_test_accuracy``)."""
+    return _register_checkpoint_file(
+        data=data, folder="uploads", name=name, by=by, notes=notes or "Uploaded checkpoint.",
+        reason="uploaded checkpoint", evaluate_mnist=True,
+    )
 
 
 def model_version_register_file(
     *, path: str | os.PathLike[str], name: str = "", by: User | None = None, notes: str = ""
 ) -> ModelVersion:
-    """Register a checkpoint written by ``manage.py train`` (the file is copied into media storage)."""
-    try:
-        checkpoint = load_checkpoint(path)
-        model = model_from_checkpoint(checkpoint)
-    except CheckpointError as exc:
-        raise ApplicationError("invalid_checkpoint", str(exc), status=400) from None
-    name = (name or checkpoint["arch"]).strip()[:100]
-    from training.dataset import labelled_drawings
-    from training.engine.evaluate import evaluate
-
-    metrics: dict[str, Any] = {}
-    field = labelled_drawings(part="field")
-    metrics["field_n"] = len(field)
-    metrics["field_accuracy"] = None
-    if len(field):
-        on_field = evaluate(model, field.images, field.labels)
-        metrics.update(field_accuracy=on_field["accuracy"], field_loss=on_field["loss"],
-                       field_per_class_accuracy=on_field["per_class_accuracy"],
-                       field_confusion_matrix=on_field["confusion_matrix"], field_fingerprint=field.fingerprint)
-    sha = sha256_of(path)
-    stored, stored_sha = checkpoint_store(name=f"checkpoints/cli/{name}-{sha[:12]}.pt", checkpoint=checkpoint)
+    """Register a checkpoint written by ``manage.py train`` (copied into media storage). Its MNIST
+    figures come from the training command; the field set is evaluated here."""
     active = ModelVersion.objects.active().first()
-    try:
-        with transaction.atomic():
-            return model_version_register(
-                checkpoint=checkpoint, file_name=stored, sha256=stored_sha, name=name, parent=active, created_by=by,
-                notes=notes or "Trained with `manage.py train` from scratch"
-                + (f" (active version then: {active.label})." if active else "."),
-                metrics=metrics, training={"started_from": "scratch", "active_at_start": active.pk if active else None},
-                reason="registered from manage.py train",
-            )
-    except BaseException:
-        checkpoint_discard(stored)
-        raise
+    return _register_checkpoint_file(
+        data=Path(path), folder="cli", name=name, by=by,
+        notes=notes or "Trained with `manage.py train` from scratch"
+        + (f" (active version then: {active.label})." if active else "."),
+        reason="registered from manage.py train", evaluate_mnist=False, parent=active,
+        training={"started_from": "scratch", "active_at_start": active.pk if active else None},
+    )
 
 
 # ---------------------------------------------------------------------------- switching
 
 
 def model_version_activate(
-    *, version: ModelVersion, by: User | None, reason: str = "", action: str = "activate", run: Any = None,
+    *, version: ModelVersion, by: User | None, reason: str = "", action: str = "activate", run_id: int | None = None,
     check: bool = True,
 ) -> ModelVersion:
     """Make ``version`` the active one; the previously active version becomes a candidate."""
@@ -341,7 +212,7 @@ def model_version_activate(
             target.status = ModelVersion.Status.ACTIVE
             target.activated_at = timezone.now()
             target.save(update_fields=["status", "activated_at"])
-            _record(action, to_version=target, from_version=current, by=by, reason=reason, run=run)
+            _record(action, to_version=target, from_version=current, by=by, reason=reason, run_id=run_id)
     except IntegrityError:
         raise ApplicationError("conflict", "Another activation happened at the same moment; try again.",
                                status=409) from None
@@ -356,8 +227,6 @@ def previous_active_version() -> ModelVersion | None:
     Activations push onto a stack and rollbacks pop it, so rolling back twice goes two versions back.
     Archived or deleted versions are skipped.
     """
-    from training.models import LifecycleEvent
-
     current = ModelVersion.objects.active().first()
     if current is None:
         return None
@@ -419,73 +288,3 @@ def model_version_archive(*, version: ModelVersion, by: User | None, reason: str
         target.save(update_fields=["status"])
         _record("archive", to_version=target, by=by, reason=reason)
     return target
-
-
-# ---------------------------------------------------------------------------- promotion gate
-
-
-@dataclass
-class GateDecision:
-    promote: bool
-    reason: str
-    active: int | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"promote": self.promote, "reason": self.reason, "active": self.active, "figures": self.figures}
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def promotion_gate(
-    *, candidate_metrics: dict[str, Any], candidate_model: nn.Module, active: ModelVersion | None
-) -> GateDecision:
-    """Whether a candidate is at least as good as the active version on MNIST test and on the field set.
-
-    Both are measured on the same images: MNIST test figures are stored per version; the field set
-    grows, so the active version is evaluated on today's field set here. Margins (accuracy the
-    candidate may lose) come from ``PROMOTION_MARGIN_MNIST`` and ``PROMOTION_MARGIN_FIELD``.
-    """
-    from training.dataset import labelled_drawings
-    from training.engine.evaluate import evaluate
-
-    if active is None:
-        return GateDecision(True, "no version is active, so the candidate is promoted", None)
-    m_mnist, m_field = settings.PROMOTION_MARGIN_MNIST, settings.PROMOTION_MARGIN_FIELD
-    cand_test, act_test = candidate_metrics.get("test_accuracy"), active.test_accuracy
-    figures: dict[str, Any] = {"mnist": {"candidate": cand_test, "active": act_test, "margin": m_mnist}}
-    reasons: list[str] = []
-    ok = True
-    if cand_test is None or act_test is None:
-        ok = False
-        reasons.append("MNIST test accuracy is unknown for " + ("the candidate" if cand_test is None else active.label))
-    else:
-        passed = cand_test >= act_test - m_mnist - 1e-12
-        ok &= passed
-        reasons.append(
-            f"MNIST test {_pct(cand_test)} {'>=' if passed else '<'} {_pct(act_test)} of {active.label}"
-            + (f" minus margin {100 * m_mnist:.2f} pp" if m_mnist else "")
-        )
-    field_set = labelled_drawings(part="field")
-    if not len(field_set):
-        figures["field"] = None
-        reasons.append("field set is empty, so only MNIST was compared")
-    else:
-        cand_field = evaluate(candidate_model, field_set.images, field_set.labels)["accuracy"]
-        try:
-            act_field = evaluate(version_model(active), field_set.images, field_set.labels)["accuracy"]
-        except CheckpointError as exc:
-            act_field = None
-            reasons.append(f"{active.label} could not be evaluated on the field set ({exc})")
-        figures["field"] = {"candidate": cand_field, "active": act_field, "margin": m_field, "n": len(field_set)}
-        if act_field is not None:
-            passed = cand_field >= act_field - m_field - 1e-12
-            ok &= passed
-            reasons.append(
-                f"field set {_pct(cand_field)} {'>=' if passed else '<'} {_pct(act_field)} (n={len(field_set)})"
-                + (f" minus margin {100 * m_field:.2f} pp" if m_field else "")
-            )
-    verdict = "promoted" if ok else "not promoted"
-    return GateDecision(ok, f"{verdict}: " + "; ".join(reasons), active.pk, figures)

@@ -1,5 +1,7 @@
-"""The model registry (ModelVersion) and the record of every prediction (Prediction)."""
+"""The model registry (ModelVersion), its audit log (LifecycleEvent) and every prediction (Prediction)."""
 from __future__ import annotations
+
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -61,6 +63,13 @@ class ModelVersion(models.Model):
     def label(self) -> str:
         return f"{self.name} v{self.version}"
 
+    def as_ref(self) -> dict[str, Any]:
+        """The one JSON shape of "a model version" wherever another object refers to one."""
+        return {
+            "id": self.pk, "name": self.name, "version": self.version, "arch": self.arch, "status": self.status,
+            "test_accuracy": self.test_accuracy, "field_accuracy": (self.metrics or {}).get("field_accuracy"),
+        }
+
 
 class PredictionQuerySet(models.QuerySet):
     def labelled(self) -> "PredictionQuerySet":
@@ -115,3 +124,38 @@ class Prediction(models.Model):
     @property
     def is_correct(self) -> bool | None:
         return None if self.label is None else self.label == self.digit
+
+
+class LifecycleEvent(models.Model):
+    """The audit log of the model lifecycle: who moved which version where, when and why."""
+
+    class Action(models.TextChoices):
+        REGISTER = "register", "registered"
+        ACTIVATE = "activate", "activated"
+        PROMOTE = "promote", "promoted by the gate"
+        ROLLBACK = "rollback", "rolled back"
+        ARCHIVE = "archive", "archived"
+
+    # Actions that change which version is active.
+    SWITCHES = (Action.ACTIVATE, Action.PROMOTE, Action.ROLLBACK)
+
+    action = models.CharField(max_length=10, choices=Action.choices, db_index=True)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="For activations: the version that was active before.",
+    )
+    to_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="lifecycle_events",
+        help_text="The version acted on (the newly active one for activations).",
+    )
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The training run that caused it (register / promote), by id: the registry knows nothing of runs.
+    run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.to_version_id} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,4 +1,4 @@
-"""Reads: statistics, recent predictions, model status."""
+"""Reads: statistics, recent predictions, model status, the lifecycle audit log."""
 from __future__ import annotations
 
 import base64
@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, QuerySet
 
 from mnistsite.errors import ApplicationError
-from training.engine.data import DataError, load_mnist
+from engine.data import DataError, load_mnist
 
 from .inference import registry
-from .models import ModelVersion, Prediction
-from .preprocessing import OUTPUT_SIZE, to_png_bytes
+from .models import LifecycleEvent, ModelVersion, Prediction
+from engine.preprocessing import OUTPUT_SIZE, to_png_bytes
 
 
 def input_data_url(pixels: bytes | memoryview | None) -> str | None:
@@ -24,11 +24,6 @@ def input_data_url(pixels: bytes | memoryview | None) -> str | None:
         return None
     image = np.frombuffer(raw, dtype=np.uint8).reshape(OUTPUT_SIZE, OUTPUT_SIZE).astype(np.float32) / 255.0
     return "data:image/png;base64," + base64.b64encode(to_png_bytes(image)).decode("ascii")
-
-
-def version_summary(version: ModelVersion) -> dict[str, Any]:
-    return {"id": version.pk, "name": version.name, "version": version.version, "arch": version.arch,
-            "status": version.status}
 
 
 def prediction_stats() -> dict[str, Any]:
@@ -50,7 +45,7 @@ def prediction_stats() -> dict[str, Any]:
     versions = ModelVersion.objects.in_bulk([row["model_version"] for row in per_version_rows])
     per_version = [
         {
-            "model_version": version_summary(versions[row["model_version"]]),
+            "model_version": versions[row["model_version"]].as_ref(),
             "predictions": row["predictions"],
             "labelled": row["labelled"],
             "correct": row["correct"],
@@ -80,8 +75,7 @@ def model_status() -> dict[str, Any]:
     active = ModelVersion.objects.active().first()
     state["active"] = (
         {
-            **version_summary(active),
-            "test_accuracy": active.test_accuracy,
+            **active.as_ref(),
             "per_class_accuracy": active.per_class_accuracy,
             "confusion_matrix": active.confusion_matrix,
             "metrics": active.metrics,
@@ -125,4 +119,25 @@ def mnist_random_sample(*, index: int | None = None) -> dict[str, Any]:
         "image": base64.b64encode(to_png_bytes(image)).decode("ascii"),
         "prediction": {"digit": digit, "confidence": probabilities[digit], "probabilities": probabilities,
                        "model_version": model.ref.as_dict()},
+    }
+
+
+def lifecycle_events(*, version: ModelVersion | None = None) -> QuerySet[LifecycleEvent]:
+    """The audit log, newest first; with ``version``, the events that moved it (to or from)."""
+    qs = LifecycleEvent.objects.select_related("from_version", "to_version", "by")
+    if version is not None:
+        qs = qs.filter(Q(to_version=version) | Q(from_version=version))
+    return qs
+
+
+def lifecycle_event_dict(event: LifecycleEvent) -> dict[str, Any]:
+    return {
+        "id": event.pk,
+        "action": event.action,
+        "from_version": event.from_version.as_ref() if event.from_version else None,
+        "to_version": event.to_version.as_ref() if event.to_version else None,
+        "by": event.by.get_username() if event.by else None,
+        "run": event.run_id,
+        "reason": event.reason,
+        "at": event.at.isoformat() if event.at else None,
     }

@@ -1,13 +1,20 @@
 """Request validation and response shapes of the classifier API."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from mnistsite.errors import ApplicationError
+from mnistsite.serializers import StrictSerializer
 
 from .images import DecodedImage, decode_base64, decode_image, max_bytes
 from .models import ModelVersion, Prediction
+
+
+class ReasonSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class ImageField(serializers.Field):
@@ -47,8 +54,6 @@ class PredictBatchRequestSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         # Count before decoding anything, so an oversized batch costs nothing.
-        from django.conf import settings
-
         images = data.get("images") if hasattr(data, "get") else None
         if isinstance(images, list) and len(images) > settings.PREDICT_BATCH_MAX:
             raise ApplicationError(
@@ -62,10 +67,15 @@ class LabelRequestSerializer(serializers.Serializer):
 
 
 class ModelVersionRefSerializer(serializers.Serializer):
+    """The schema of ``ModelVersion.as_ref()``: a model version wherever another object refers to one."""
+
     id = serializers.IntegerField()
     name = serializers.CharField()
     version = serializers.IntegerField()
     arch = serializers.CharField()
+    status = serializers.ChoiceField(choices=ModelVersion.Status.choices)
+    test_accuracy = serializers.FloatField(allow_null=True)
+    field_accuracy = serializers.FloatField(allow_null=True)
 
 
 class ModelAnswerSerializer(serializers.Serializer):
@@ -110,7 +120,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 
 class PredictionSerializer(serializers.ModelSerializer):
-    model_version = ModelVersionRefSerializer(read_only=True)
+    model_version = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     correct = serializers.BooleanField(source="is_correct", read_only=True, allow_null=True)
 
@@ -120,6 +130,10 @@ class PredictionSerializer(serializers.ModelSerializer):
             "id", "digit", "confidence", "probabilities", "model_version", "latency_ms", "source", "label",
             "correct", "labelled_at", "created_at", "image_url", "session_key", "client_ip", "user",
         ]
+
+    @extend_schema_field(ModelVersionRefSerializer)
+    def get_model_version(self, obj: Prediction) -> dict:
+        return obj.model_version.as_ref()
 
     def get_image_url(self, obj: Prediction) -> str | None:
         request = self.context.get("request")

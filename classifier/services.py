@@ -21,7 +21,7 @@ from mnistsite.errors import ApplicationError
 from .images import DecodedImage
 from .inference import ServingModel, registry
 from .models import ModelVersion, Prediction
-from .preprocessing import EmptyDrawingError, preprocess
+from engine.preprocessing import EmptyDrawingError, preprocess
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The classifier REST API: thin views that parse, authorize, call one service and serialize."""
+"""The registry API (predict, models, predictions, lifecycle): thin views that parse, authorize, call
+one service and serialize."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +10,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, permissions, serializers as drf_serializers, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,8 +19,9 @@ from rest_framework.views import APIView
 from mnistsite.errors import ApplicationError
 
 from .models import ModelVersion, Prediction
-from .preprocessing import to_png_bytes
-from .selectors import mnist_random_sample, model_status, prediction_stats
+from engine.preprocessing import to_png_bytes
+from . import lifecycle
+from .selectors import lifecycle_event_dict, lifecycle_events, mnist_random_sample, model_status, prediction_stats
 from .serializers import (
     LabelRequestSerializer,
     LabelResultSerializer,
@@ -28,6 +31,7 @@ from .serializers import (
     PredictionResultSerializer,
     PredictionSerializer,
     PredictRequestSerializer,
+    ReasonSerializer,
 )
 from .services import Client, ModelAnswer, PredictionOutcome, prediction_create, prediction_create_batch, prediction_label
 
@@ -215,3 +219,71 @@ class MnistRandomView(APIView):
                    }), 503: ERROR})
     def get(self, request: Request) -> Response:
         return Response(mnist_random_sample(), status=status.HTTP_200_OK)
+
+
+# ---------------------------------------------------------------------------- the model lifecycle
+
+SWITCH = inline_serializer("LifecycleResult", {
+    "model": ModelVersionSerializer(), "event": drf_serializers.DictField(allow_null=True),
+})
+
+
+def _switch_result(request: Request, version: ModelVersion) -> Response:
+    event = lifecycle_events().filter(to_version=version).first()
+    return Response({
+        "model": ModelVersionSerializer(version, context={"request": request}).data,
+        "event": lifecycle_event_dict(event) if event else None,
+    })
+
+
+def _reason(request: Request) -> str:
+    serializer = ReasonSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data["reason"]
+
+
+class ModelActivateView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Make a model version the active one (every server process switches within a second)",
+                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        reason = _reason(request)
+        return _switch_result(request, lifecycle.model_version_activate(version=version, by=request.user, reason=reason))
+
+
+class ModelRollbackView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Activate the version that was active before the current one",
+                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 409: ERROR})
+    def post(self, request: Request) -> Response:
+        reason = _reason(request)
+        return _switch_result(request, lifecycle.model_version_rollback(by=request.user, reason=reason))
+
+
+class ModelArchiveView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Archive a model version (not the active one)",
+                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        reason = _reason(request)
+        return _switch_result(request, lifecycle.model_version_archive(version=version, by=request.user, reason=reason))
+
+
+class LifecycleEventListView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="The lifecycle audit log: who moved which version where, when and why",
+                   operation_id="models_events_list",
+                   responses={200: inline_serializer("LifecycleEvents", {
+                       "count": drf_serializers.IntegerField(),
+                       "results": drf_serializers.ListField(child=drf_serializers.DictField()),
+                   }), 401: ERROR, 403: ERROR})
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(lifecycle_events(), request, view=self)
+        return paginator.get_paginated_response([lifecycle_event_dict(e) for e in page])

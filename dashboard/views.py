@@ -9,14 +9,14 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
+from engine.nets import ARCHITECTURES
+from engine.trainer import recipe
+
 from . import selectors
 
 
 def architectures() -> list[dict[str, Any]]:
     """The architectures a run can train, with their recipe's epochs, learning rate and batch size."""
-    from training.engine.nets import ARCHITECTURES
-    from training.engine.trainer import recipe
-
     choices = []
     for name, arch in ARCHITECTURES.items():
         config = recipe(name)

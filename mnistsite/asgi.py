@@ -17,8 +17,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 import dashboard.routing  # noqa: E402
+from training.reaper import start_reaper  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(dashboard.routing.websocket_urlpatterns))),
 })
+
+# A serving process fails runs whose worker went silent: at start, then every TRAINING_REAP_SECONDS.
+start_reaper()

@@ -19,14 +19,14 @@ def mnist_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_test(mnist_root):
-    from training.engine.data import load_mnist
+    from engine.data import load_mnist
 
     return load_mnist(mnist_root, "test")
 
 
 @pytest.fixture(scope="session")
 def mnist_train(mnist_root):
-    from training.engine.data import load_mnist
+    from engine.data import load_mnist
 
     return load_mnist(mnist_root, "train")
 
@@ -43,6 +43,8 @@ from django.conf import settings  # noqa: E402
 
 _MEDIA = tempfile.mkdtemp(prefix="mnistsite-test-media-")
 settings.MEDIA_ROOT = _MEDIA
+# No background reaper in the test process (servers the tests start run their own, as in production).
+settings.TRAINING_REAP_SECONDS = 0
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +91,82 @@ def token_client(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
+
+
+# ------------------------------------------------------------------ the model registry
+
+
+@pytest.fixture
+def shipped_versions(db):
+    """The shipped versions (cnn active), as migration 0002 registers them (a no-op when present).
+
+    For transactional tests, which see whatever the transactional test before them left. They all use
+    ``serialized_rollback=True``: a plain transactional test's flush recreates the content types, and a
+    serialized test after it would then collide with them when it reloads its snapshot.
+    """
+    import importlib
+
+    from django.apps import apps
+
+    from classifier.models import ModelVersion
+
+    importlib.import_module("classifier.migrations.0002_register_shipped_models").register(apps, None)
+    return list(ModelVersion.objects.filter(notes__startswith="Shipped with the code"))
+
+
+@pytest.fixture
+def mnist_settings(settings, mnist_root):
+    settings.MNIST_ROOT = mnist_root
+    return settings
+
+
+
+
+@pytest.fixture
+def labelled_drawings(db, mnist_test):
+    from classifier.models import ModelVersion, Prediction
+
+    """Labelled predictions whose inputs are MNIST test digits (about a fifth land in the field set)."""
+
+    def make(count: int = 40, *, start: int = 0) -> list[Prediction]:
+        active = ModelVersion.objects.active().first() or ModelVersion.objects.first()
+        rows = []
+        for i in range(start, start + count):
+            pixels = mnist_test.images[i].numpy().tobytes()
+            label = int(mnist_test.labels[i])
+            rows.append(Prediction(
+                image=f"drawings/test/{i}.png", input_pixels=pixels, probabilities=[0.1] * 10,
+                digit=(label + 1) % 10, confidence=0.1, model_version=active, latency_ms=1.0, label=label,
+            ))
+        return Prediction.objects.bulk_create(rows)
+
+    return make
+
+
+@pytest.fixture
+def zero_logreg_checkpoint():
+    """A valid logreg checkpoint whose weights are all zero: it answers 0 for everything (about 10%)."""
+    import io
+
+    import torch
+
+    from engine.checkpoint import make_checkpoint
+    from engine.nets import build_model
+
+    model = build_model("logreg")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    checkpoint = make_checkpoint(model=model, arch="logreg", config={}, metrics={"test_accuracy": 0.98})
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def weak_active(db, zero_logreg_checkpoint, mnist_settings):
+    """A deliberately weak version (all-zero logreg) made active, so a real run can beat it."""
+    from classifier.lifecycle import model_version_activate, model_version_upload
+
+    version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
+    return model_version_activate(version=version, by=None, reason="a weak baseline for the test")

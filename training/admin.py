@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -20,45 +19,11 @@ from django.utils.safestring import SafeString
 from classifier.admin import admin_change_link, confusion_matrix_table, format_metric, square_matrix
 from classifier.models import ModelVersion
 from mnistsite.errors import ApplicationError
-from training.engine.nets import ARCHITECTURES
 
-from .models import LifecycleEvent, TrainingRun
+from .models import TrainingRun
+from .forms import StartRunForm
 from .services import training_run_cancel, training_run_start
 
-TRI_STATE = [("", "recipe default"), ("true", "on"), ("false", "off")]
-
-
-class StartRunForm(forms.Form):
-    """The same options as ``POST /api/retrain/``; empty fields take the architecture's recipe."""
-
-    arch = forms.ChoiceField(choices=[("", "— from the base version —")] + [(a, a) for a in ARCHITECTURES],
-                             required=False, help_text="Required when training from scratch.")
-    base_version = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.usable(), required=False, empty_label="— from scratch —",
-        help_text="Fine-tune this version (its architecture and network config are kept).",
-    )
-    epochs = forms.IntegerField(min_value=1, max_value=200, required=False)
-    batch_size = forms.IntegerField(min_value=2, max_value=8192, required=False)
-    lr = forms.FloatField(min_value=1e-7, max_value=10, required=False, label="peak learning rate")
-    seed = forms.IntegerField(min_value=0, initial=0, required=False)
-    augment = forms.TypedChoiceField(choices=TRI_STATE, required=False, coerce=lambda v: v == "true", empty_value=None)
-    use_drawings = forms.BooleanField(required=False, initial=True, label="use labelled drawings",
-                                      help_text="Mix in the drawings users corrected (the field set is always held out).")
-    extra_repeat = forms.IntegerField(min_value=0, max_value=100, initial=1, required=False,
-                                      help_text="Times each labelled drawing is repeated per epoch.")
-    mnist_limit = forms.IntegerField(min_value=1, max_value=60000, required=False,
-                                     help_text="Train on the first N MNIST images only (quick runs).")
-    val_size = forms.IntegerField(min_value=0, max_value=30000, required=False)
-    device = forms.ChoiceField(choices=[("auto", "auto"), ("cpu", "cpu"), ("cuda", "cuda (GPU workers)")], initial="auto",
-                               required=False)
-    promote = forms.BooleanField(required=False, help_text="Promote the result if it passes the gate.")
-    name = forms.CharField(max_length=100, required=False, help_text="Version name; default: the architecture.")
-
-    def spec(self) -> dict:
-        data = {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
-        data["use_drawings"] = self.cleaned_data["use_drawings"]
-        data["promote"] = self.cleaned_data["promote"]
-        return data
 
 
 def _status_badge(status: str) -> SafeString:
@@ -72,7 +37,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ("status", "executor", "promote")
     list_select_related = ("created_by", "result_version")
     search_fields = ("id__exact", "created_by__username", "error")
-    change_list_template = "admin/lifecycle/trainingrun_change_list.html"
+    change_list_template = "admin/training/trainingrun_change_list.html"
     actions = ("cancel_selected",)
     fieldsets = (
         (None, {"fields": ("status_badge", "progress_bar", "error", "cancel_requested", "result_link",
@@ -99,9 +64,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return request.user.is_active and request.user.is_staff  # as the API: staff may start runs
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        from .services import training_runs_reap
-
-        training_runs_reap()
         extra = {"can_start_run": self.has_start_permission(request), **(extra_context or {})}
         return super().changelist_view(request, extra_context=extra)
 
@@ -122,7 +84,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Run {run.pk} is {run.status}.")
                 return HttpResponseRedirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
-        return TemplateResponse(request, "admin/lifecycle/start_run.html", {
+        return TemplateResponse(request, "admin/training/start_run.html", {
             **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Start a training run",
             "form": form, "has_view_permission": True,
         })
@@ -230,36 +192,3 @@ class TrainingRunAdmin(admin.ModelAdmin):
     @admin.display(description="log")
     def log_text(self, obj: TrainingRun) -> SafeString | None:
         return format_html('<pre class="mv-json">{}</pre>', obj.log) if obj.log else None
-
-
-@admin.register(LifecycleEvent)
-class LifecycleEventAdmin(admin.ModelAdmin):
-    list_display = ("at", "action", "from_link", "to_link", "by", "run_link", "reason")
-    list_filter = ("action",)
-    list_select_related = ("from_version", "to_version", "by", "run")
-    search_fields = ("reason", "by__username")
-    date_hierarchy = "at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LifecycleEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: LifecycleEvent | None = None) -> bool:
-        return False  # an audit log is append-only
-
-    @admin.display(description="from")
-    def from_link(self, obj: LifecycleEvent) -> SafeString | None:
-        return admin_change_link(obj.from_version, obj.from_version.label) if obj.from_version else None
-
-    @admin.display(description="to")
-    def to_link(self, obj: LifecycleEvent) -> SafeString | None:
-        return admin_change_link(obj.to_version, obj.to_version.label) if obj.to_version else None
-
-    @admin.display(description="run")
-    def run_link(self, obj: LifecycleEvent) -> SafeString | None:
-        if obj.run_id is None:
-            return None
-        return format_html('<a href="{}">run {}</a>', reverse("admin:training_trainingrun_change", args=[obj.run_id]),
-                           obj.run_id)

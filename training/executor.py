@@ -3,7 +3,7 @@ one-command default, no broker), or inline (tests, debugging).
 
 ``TRAINING_EXECUTOR`` picks one; it defaults to ``celery`` when ``CELERY_BROKER_URL`` (default:
 ``REDIS_URL``) is set, else ``thread``. Each run remembers the executor it was queued on. Either way
-the same function runs: ``training.services.training_run_execute``.
+the same function runs: ``training.execution.training_run_execute``.
 """
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from mnistsite.celery import app
+
 from . import events
+from .execution import training_run_execute, training_run_fail_to_queue
 from .models import TrainingRun
+from .reaper import start_reaper
+from .tasks import run_training
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,6 @@ def dispatch(run: TrainingRun) -> None:
 
 
 def send(run_id: int, *, executor: str, device: str | None = None) -> None:
-    from .services import training_run_execute, training_run_fail_to_queue
-
     try:
         if executor == TrainingRun.Executor.CELERY:
             _send_to_celery(run_id, device=device)
@@ -48,10 +51,6 @@ def send(run_id: int, *, executor: str, device: str | None = None) -> None:
 
 
 def _send_to_celery(run_id: int, *, device: str | None) -> None:
-    from mnistsite.celery import app
-
-    from .tasks import run_training
-
     queue_name = settings.TRAINING_GPU_QUEUE if device == "cuda" else settings.TRAINING_QUEUE
     # A connection per dispatch (runs are rare): always to the broker the settings name now.
     with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
@@ -79,8 +78,6 @@ class ThreadExecutor:
         self._queue.put((run_id, loop))
 
     def _work(self) -> None:
-        from .services import training_run_execute
-
         while True:
             run_id, loop = self._queue.get()
             events.set_home_loop(loop)
@@ -114,39 +111,3 @@ def thread_executor() -> ThreadExecutor:
         if _executor is None:
             _executor = ThreadExecutor()
         return _executor
-
-
-# ---------------------------------------------------------------------------- the reaper thread
-
-_reaper: threading.Thread | None = None
-_reaper_lock = threading.Lock()
-
-
-def start_reaper(interval: float | None = None) -> bool:
-    """Start (once per process) a daemon thread that reaps dead runs every ``TRAINING_REAP_SECONDS``.
-
-    Started by the thread executor and by every Celery worker; 0 turns it off.
-    """
-    global _reaper
-    every = settings.TRAINING_REAP_SECONDS if interval is None else interval
-    if every <= 0:
-        return False
-    with _reaper_lock:
-        if _reaper is not None and _reaper.is_alive():
-            return False
-        _reaper = threading.Thread(target=_reap_forever, args=(every,), name="training-reaper", daemon=True)
-        _reaper.start()
-    return True
-
-
-def _reap_forever(every: float) -> None:
-    from .services import training_runs_reap
-
-    while True:
-        time.sleep(every)
-        try:
-            training_runs_reap()
-        except Exception:
-            log.warning("reaping training runs failed", exc_info=True)
-        finally:
-            connection.close()

@@ -1,4 +1,4 @@
-"""Training runs and the audit log of the model lifecycle."""
+"""Training runs: what was asked, how far it got, what it produced."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -110,37 +110,3 @@ class TrainingRun(models.Model):
     @property
     def group_name(self) -> str:
         return f"training.run.{self.pk}"
-
-
-class LifecycleEvent(models.Model):
-    """The audit log of the model lifecycle: who moved which version where, when and why."""
-
-    class Action(models.TextChoices):
-        REGISTER = "register", "registered"
-        ACTIVATE = "activate", "activated"
-        PROMOTE = "promote", "promoted by the gate"
-        ROLLBACK = "rollback", "rolled back"
-        ARCHIVE = "archive", "archived"
-
-    # Actions that change which version is active.
-    SWITCHES = (Action.ACTIVATE, Action.PROMOTE, Action.ROLLBACK)
-
-    action = models.CharField(max_length=10, choices=Action.choices, db_index=True)
-    from_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-        help_text="For activations: the version that was active before.",
-    )
-    to_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="lifecycle_events",
-        help_text="The version acted on (the newly active one for activations).",
-    )
-    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    reason = models.TextField(blank=True)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.get_action_display()} {self.to_version_id} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,4 +1,4 @@
-"""Reads for training runs and the lifecycle audit log."""
+"""Reads for training runs."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -10,19 +10,15 @@ from django.urls import reverse
 from classifier.models import ModelVersion
 
 from .events import run_group
-from .models import LifecycleEvent, TrainingRun
+from .models import TrainingRun
 
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def version_ref(version: ModelVersion | None) -> dict[str, Any] | None:
-    if version is None:
-        return None
-    return {"id": version.pk, "name": version.name, "version": version.version, "arch": version.arch,
-            "status": version.status, "test_accuracy": version.test_accuracy,
-            "field_accuracy": (version.metrics or {}).get("field_accuracy")}
+def _ref(version: ModelVersion | None) -> dict[str, Any] | None:
+    return version.as_ref() if version is not None else None
 
 
 def run_ws_path(run_id: int) -> str:
@@ -59,7 +55,7 @@ def run_summary(run: TrainingRun) -> dict[str, Any]:
         "started_at": _time(run.started_at),
         "finished_at": _time(run.finished_at),
         "error": run.error or None,
-        "result_version": version_ref(run.result_version),
+        "result_version": _ref(run.result_version),
         "promoted": bool((run.promotion or {}).get("promoted")),
         "url": reverse("training-run-detail", args=[run.pk]),
     }
@@ -79,7 +75,7 @@ def run_state(run: TrainingRun) -> dict[str, Any]:
         "metrics": run.metrics,
         "promotion": run.promotion,
         "log": run.log,
-        "base": version_ref(run.base_version),
+        "base": _ref(run.base_version),
         "group": run_group(run.pk),
         "ws_path": run_ws_path(run.pk),
     }
@@ -94,25 +90,3 @@ def runs_list(*, status: str | None = None) -> QuerySet[TrainingRun]:
 
 def run_get(pk: int) -> TrainingRun | None:
     return TrainingRun.objects.select_related("created_by", "result_version", "base_version").filter(pk=pk).first()
-
-
-def lifecycle_events(*, version: ModelVersion | None = None) -> QuerySet[LifecycleEvent]:
-    qs = LifecycleEvent.objects.select_related("from_version", "to_version", "by", "run")
-    if version is not None:
-        from django.db.models import Q
-
-        qs = qs.filter(Q(to_version=version) | Q(from_version=version))
-    return qs
-
-
-def lifecycle_event_dict(event: LifecycleEvent) -> dict[str, Any]:
-    return {
-        "id": event.pk,
-        "action": event.action,
-        "from_version": version_ref(event.from_version),
-        "to_version": version_ref(event.to_version),
-        "by": event.by.get_username() if event.by else None,
-        "run": event.run_id,
-        "reason": event.reason,
-        "at": _time(event.at),
-    }

@@ -1,4 +1,4 @@
-"""The training and lifecycle API: thin views that parse, authorize, call one service and serialize."""
+"""The training API: thin views that parse, authorize, call one service and serialize."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,21 +13,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from classifier import lifecycle
-from classifier.models import ModelVersion
-from classifier.serializers import ModelVersionSerializer
 from mnistsite.errors import ApplicationError
 
 from . import selectors
-from .models import LifecycleEvent, TrainingRun
-from .serializers import ReasonSerializer, RetrainRequestSerializer, RunStartedSerializer
-from .services import training_run_cancel, training_run_start, training_runs_reap
+from .models import TrainingRun
+from .serializers import RetrainRequestSerializer, RunStartedSerializer
+from .services import training_run_cancel, training_run_start
 
 ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
 STATE = inline_serializer("RunState", {"id": drf_serializers.IntegerField(), "status": drf_serializers.CharField()})
-SWITCH = inline_serializer("LifecycleResult", {
-    "model": ModelVersionSerializer(), "event": drf_serializers.DictField(allow_null=True),
-})
 
 
 class CanStartTraining(permissions.BasePermission):
@@ -76,7 +70,6 @@ class RunListView(APIView):
                        "results": drf_serializers.ListField(child=drf_serializers.DictField()),
                    }), 401: ERROR, 403: ERROR})
     def get(self, request: Request) -> Response:
-        training_runs_reap()
         wanted = request.query_params.get("status") or None
         if wanted is not None and wanted not in TrainingRun.Status.values:
             raise ApplicationError("invalid_request", f"status must be one of {', '.join(TrainingRun.Status.values)}.",
@@ -94,7 +87,6 @@ class RunDetailView(APIView):
     @extend_schema(summary="A run's full state: config, progress, history, metrics, log, version",
                    responses={200: STATE, 401: ERROR, 403: ERROR, 404: ERROR})
     def get(self, request: Request, pk: int) -> Response:
-        training_runs_reap()
         run = selectors.run_get(pk)
         if run is None:
             raise Http404
@@ -111,64 +103,3 @@ class RunCancelView(APIView):
         run = training_run_cancel(run=run, by=request.user)
         run = selectors.run_get(run.pk)
         return Response({**selectors.run_state(run), **_absolute(request, run)}, status=status.HTTP_202_ACCEPTED)
-
-
-def _switch_result(request: Request, version: ModelVersion) -> Response:
-    event = LifecycleEvent.objects.filter(to_version=version).select_related("from_version", "to_version", "by").first()
-    return Response({
-        "model": ModelVersionSerializer(version, context={"request": request}).data,
-        "event": selectors.lifecycle_event_dict(event) if event else None,
-    })
-
-
-def _reason(request: Request) -> str:
-    serializer = ReasonSerializer(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data["reason"]
-
-
-class ModelActivateView(APIView):
-    permission_classes = [permissions.IsAdminUser]
-
-    @extend_schema(summary="Make a model version the active one (every server process switches within a second)",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
-    def post(self, request: Request, pk: int) -> Response:
-        version = get_object_or_404(ModelVersion, pk=pk)
-        reason = _reason(request)
-        return _switch_result(request, lifecycle.model_version_activate(version=version, by=request.user, reason=reason))
-
-
-class ModelRollbackView(APIView):
-    permission_classes = [permissions.IsAdminUser]
-
-    @extend_schema(summary="Activate the version that was active before the current one",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 409: ERROR})
-    def post(self, request: Request) -> Response:
-        reason = _reason(request)
-        return _switch_result(request, lifecycle.model_version_rollback(by=request.user, reason=reason))
-
-
-class ModelArchiveView(APIView):
-    permission_classes = [permissions.IsAdminUser]
-
-    @extend_schema(summary="Archive a model version (not the active one)",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
-    def post(self, request: Request, pk: int) -> Response:
-        version = get_object_or_404(ModelVersion, pk=pk)
-        reason = _reason(request)
-        return _switch_result(request, lifecycle.model_version_archive(version=version, by=request.user, reason=reason))
-
-
-class LifecycleEventListView(APIView):
-    permission_classes = [permissions.IsAdminUser]
-
-    @extend_schema(summary="The lifecycle audit log: who moved which version where, when and why",
-                   operation_id="models_events_list",
-                   responses={200: inline_serializer("LifecycleEvents", {
-                       "count": drf_serializers.IntegerField(),
-                       "results": drf_serializers.ListField(child=drf_serializers.DictField()),
-                   }), 401: ERROR, 403: ERROR})
-    def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.lifecycle_events(), request, view=self)
-        return paginator.get_paginated_response([selectors.lifecycle_event_dict(e) for e in page])

@@ -17,7 +17,7 @@ NOTE = "Shipped with the code; trained from scratch on MNIST with the recipe in 
 
 
 def register(apps, schema_editor):
-    from training.engine.checkpoint import load_checkpoint, sha256_of
+    from engine.checkpoint import load_checkpoint, sha256_of
 
     ModelVersion = apps.get_model("classifier", "ModelVersion")
     folder = Path(settings.SHIPPED_CHECKPOINTS_DIR)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.contrib.staticfiles import finders
 
-from tests.training.conftest import fake_version
+from tests.support.registry import fake_version
 
 from .conftest import make_run
 

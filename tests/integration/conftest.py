@@ -21,13 +21,7 @@ import pytest
 
 from tests.support.processes import free_port, stop  # noqa: F401  (shared with the dashboard tests)
 
-from tests.training.conftest import (  # noqa: F401  (fixtures shared with the training tests)
-    QUICK_RUN,
-    labelled_drawings,
-    mnist_settings,
-    shipped_versions,
-    zero_logreg_checkpoint,
-)
+from tests.training.conftest import QUICK_RUN  # noqa: F401  (shared with the training tests)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT = 90

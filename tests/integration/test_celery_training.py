@@ -16,9 +16,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 
 from classifier import lifecycle
+from classifier.checkpoints import version_checkpoint
 from classifier.models import ModelVersion
 from tests.support.drawings import canvas, encode
-from training.models import LifecycleEvent, TrainingRun
+from classifier.models import LifecycleEvent
+from training.models import TrainingRun
+from training.reaper import start_reaper, stop_reaper
 
 from .conftest import QUICK_RUN, wait_for
 
@@ -78,7 +81,7 @@ def test_a_run_through_a_real_worker_is_registered_promoted_and_rolled_back(
     assert version.status == "active" and version.parent == weak and version.training_run.pk == run_id
     assert 0.8 < version.test_accuracy < 0.95 and version.metrics["field_n"] > 0
     assert version.metrics["field_accuracy"] is not None and version.data_fingerprint.startswith("mnist:")
-    assert lifecycle.version_checkpoint(version)["arch"] == "logreg"  # the file matches its sha256
+    assert version_checkpoint(version)["arch"] == "logreg"  # the file matches its sha256
     assert state["promotion"]["promoted"] is True and state["promotion"]["reason"].startswith("promoted: MNIST test")
     promote = LifecycleEvent.objects.get(action="promote")
     assert promote.from_version == weak and promote.to_version == version and promote.run_id == run_id
@@ -115,11 +118,15 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_and_nothing_registered(ce
     worker.wait(timeout=10)
 
     assert staff_client.get(f"/api/runs/{run_id}/").json()["status"] == "running"  # its heartbeat is still fresh
-    failed = wait_for(
-        lambda: next((r for r in staff_client.get("/api/runs/").json()["results"]  # listing runs reaps
-                      if r["id"] == run_id and r["status"] == "failed"), None),
-        20, "the reaper to mark the run failed", interval=0.25,
-    )
+    start_reaper(interval=0.25)  # what every web process and worker runs on its schedule
+    try:
+        failed = wait_for(
+            lambda: next((r for r in staff_client.get("/api/runs/").json()["results"]
+                          if r["id"] == run_id and r["status"] == "failed"), None),
+            20, "the reaper to mark the run failed", interval=0.25,
+        )
+    finally:
+        stop_reaper()
     assert "stopped sending heartbeats" in failed["error"] and failed["result_version"] is None
     assert set(ModelVersion.objects.values_list("pk", flat=True)) == versions
     assert not LifecycleEvent.objects.filter(run_id=run_id).exists()

@@ -7,7 +7,7 @@ import torch
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from training.engine.checkpoint import load_checkpoint
+from engine.checkpoint import load_checkpoint
 
 
 def run(*args, **kwargs) -> str:

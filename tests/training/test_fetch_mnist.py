@@ -13,9 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.training.test_data import gz_payloads, idx_bytes, make_fake_arrays, resources_for
-from training.engine import data
-from training.engine.data import (
+from tests.engine.test_data import gz_payloads, idx_bytes, make_fake_arrays, resources_for
+from engine import data
+from engine.data import (
     DownloadError,
     download_mnist,
     load_mnist,

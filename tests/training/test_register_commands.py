@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from classifier.models import ModelVersion
-from training.models import LifecycleEvent
+from classifier.models import LifecycleEvent
 
 pytestmark = pytest.mark.django_db
 

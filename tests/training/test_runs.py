@@ -18,9 +18,11 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from classifier.models import ModelVersion
-from training.dataset import in_field_set
-from training.models import LifecycleEvent, TrainingRun
+from classifier.drawings import in_field_set
+from classifier.models import LifecycleEvent, ModelVersion
+from tests.support.registry import assert_error
+from training.models import TrainingRun
+from training.reaper import training_runs_reap
 from training.reporting import CancelFlag, RunReporter
 
 from .conftest import QUICK_RUN
@@ -29,14 +31,6 @@ pytestmark = pytest.mark.django_db
 
 RETRAIN = "/api/retrain/"
 RUNS = "/api/runs/"
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "detail"}
-    assert body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]
 
 
 def receive_all(channel: str) -> list[dict]:
@@ -109,7 +103,7 @@ def test_retrain_trains_registers_and_reports(staff_client, mnist_settings, labe
     assert len(version.metrics["field_confusion_matrix"]) == 10
     assert len(version.sha256) == 64 and version.checkpoint.name == f"checkpoints/runs/run-{run_id}-logreg.pt"
     assert version.training_run.pk == run_id
-    from classifier.lifecycle import version_checkpoint
+    from classifier.checkpoints import version_checkpoint
 
     assert version_checkpoint(version)["metrics"]["test_accuracy"] == version.test_accuracy
 
@@ -247,7 +241,7 @@ def test_cancelling_a_queued_run(staff_client, staff_user, django_capture_on_com
     assert response.status_code == 202 and response.json()["status"] == "cancelled"
     assert "cancelled by staff before it started" in response.json()["log"]
 
-    from training.services import training_run_execute
+    from training.execution import training_run_execute
 
     training_run_execute(run_id=run_id)  # a worker that gets the message late does nothing
     assert TrainingRun.objects.get(pk=run_id).status == "cancelled"
@@ -307,7 +301,10 @@ def test_the_reaper_fails_runs_whose_worker_went_silent(staff_client, settings):
         path.write_bytes(b"partial")
     group = listen("training")
 
-    listed = staff_client.get(RUNS).json()["results"]  # listing runs reaps first
+    before = {r["id"]: r["status"] for r in staff_client.get(RUNS).json()["results"]}
+    assert before[dead.pk] == "running"  # reading never reaps: that is the reaper's job, on its schedule
+    assert training_runs_reap() == [dead.pk]
+    listed = staff_client.get(RUNS).json()["results"]
 
     states = {r["id"]: r for r in listed}
     assert states[dead.pk]["status"] == "failed" and states[alive.pk]["status"] == "running"

@@ -1,9 +1,9 @@
 """The shipped checkpoints, measured on the real MNIST test set (MNIST_ROOT)."""
 import pytest
 
-from training.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from training.engine.evaluate import evaluate
-from training.engine.nets import count_parameters
+from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.evaluate import evaluate
+from engine.nets import count_parameters
 
 # What each class of model should reach; the flagship's bar is the product requirement.
 MINIMUM_ACCURACY = {"cnn": 0.996, "lenet5": 0.985, "mlp": 0.975, "logreg": 0.91}

@@ -7,9 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from training.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from training.engine.data import DataError, load_mnist
-from training.engine.evaluate import evaluate
+from engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from engine.data import DataError, load_mnist
+from engine.evaluate import evaluate
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
-from training.engine.data import (
+from engine.data import (
     DEFAULT_MIRRORS,
     SPLIT_FILES,
     DataError,

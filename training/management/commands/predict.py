@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from PIL import Image, UnidentifiedImageError
 
-from classifier.preprocessing import EmptyDrawingError, preprocess
-from training.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from engine.preprocessing import EmptyDrawingError, preprocess
+from engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
 
 class Command(BaseCommand):

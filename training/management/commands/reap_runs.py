@@ -6,16 +6,16 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from training.reaper import training_runs_reap
+
 
 class Command(BaseCommand):
     help = (
         "Mark running training runs whose heartbeat is older than TRAINING_HEARTBEAT_TIMEOUT as failed and remove "
-        "the checkpoint files they left. Web requests listing runs and every worker do this too."
+        "the checkpoint files they left. Every worker and web process also does this on its own schedule (TRAINING_REAP_SECONDS)."
     )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from training.services import training_runs_reap
-
         reaped = training_runs_reap()
         if reaped:
             self.stdout.write(f"marked {len(reaped)} run(s) failed: {', '.join(map(str, reaped))}")

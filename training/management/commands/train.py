@@ -1,6 +1,7 @@
 """``python manage.py train``: train one architecture on MNIST and write a checkpoint."""
 from __future__ import annotations
 
+import argparse
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,32 @@ import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from training.engine.data import DataError
-from training.engine.nets import ARCHITECTURES
-from training.engine.trainer import recipe
+from classifier.lifecycle import model_version_register_file
+from engine.data import DataError, load_mnist
+from engine.evaluate import predict_logits
+from engine.job import train_to_checkpoint
+from engine.plots import plot_history, plot_predictions
+from engine.trainer import recipe
+from mnistsite.errors import ApplicationError
 from training.management.progress import StepBar, format_seconds
-from training.pipeline import train_to_checkpoint
+from training.spec import RunOption, run_options
+
+
+CLI_DEFAULTS = {"arch": "cnn"}  # the command trains the flagship unless told otherwise
+
+
+def _add_option(parser: CommandParser, option: RunOption, *, default: Any) -> None:
+    """A ``RunSpec`` option as ``--kebab-case`` argument, with the option's bounds checked by argparse."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = {"int": int, "float": float}.get(option.kind, str)(text)
+            return option.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(f"--{option.name.replace('_', '-')}", type=convert, default=default,
+                        choices=option.choices or None, help=option.help)
 
 
 class Command(BaseCommand):
@@ -24,15 +46,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="cnn")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--lr", type=float, help="peak learning rate (one-cycle schedule)")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+        for option in run_options():
+            if option.cli:
+                _add_option(parser, option, default=CLI_DEFAULTS.get(option.name, option.default))
         parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
         parser.add_argument("--label-smoothing", type=float)
-        parser.add_argument("--val-size", type=int, help="images carved from the training set for validation")
         parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
         parser.add_argument("--target-accuracy", type=float, help="stop once MNIST test accuracy reaches this (e.g. 0.99)")
         parser.add_argument("--out", help="checkpoint path (default: MEDIA_ROOT/checkpoints/<arch>-<time>.pt)")
@@ -102,12 +120,13 @@ class Command(BaseCommand):
                 )
 
         try:
-            trained = train_to_checkpoint(config, mnist_root=root, out=out, callback=on_event)
+            trained = train_to_checkpoint(config, mnist_root=root, out=out, callback=on_event,
+                                          mnist_limit=opts["mnist_limit"])
         except DataError as exc:
             raise CommandError(str(exc)) from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        result, test = trained.result, trained.test_metrics
+        result, metrics = trained.result, trained.checkpoint["metrics"]
         bar.close("")
 
         if opts["plots"]:
@@ -123,7 +142,7 @@ class Command(BaseCommand):
             epochs_done = result.samples_seen / state["train_size"]
             self.stdout.write(
                 f"{'reached' if reached else 'did not reach'} target {100 * config.target_accuracy:.2f}%: "
-                f"test accuracy {100 * test['accuracy']:.2f}% after {result.samples_seen:,} samples "
+                f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {result.samples_seen:,} samples "
                 f"({epochs_done:.2f} epochs); {timing}; saved {trained.path}"
             )
             if not reached:
@@ -133,16 +152,13 @@ class Command(BaseCommand):
         val = f"validation {100 * val_acc:.2f}% (epoch {result.best_epoch} selected); " if val_acc is not None else ""
         saved = f"saved {trained.path} (sha256 {trained.sha256[:12]})" if trained.path else "not saved"
         self.stdout.write(
-            f"{config.arch}: test accuracy {100 * test['accuracy']:.2f}% (n={test['n']}); {val}"
+            f"{config.arch}: test accuracy {100 * metrics['test_accuracy']:.2f}% (n={metrics['test_n']}); {val}"
             f"{len(result.history)} epochs, {timing}; {saved}"
         )
         if opts["register"] and trained.path:
             self._register(trained.path, opts["name"])
 
     def _register(self, path: Path, name: str) -> None:
-        from classifier.lifecycle import model_version_register_file
-        from mnistsite.errors import ApplicationError
-
         try:
             version = model_version_register_file(path=path, name=name)
         except ApplicationError as exc:
@@ -155,12 +171,8 @@ class Command(BaseCommand):
         )
 
     def _plots(self, folder: Path, trained: Any, root: Any) -> None:
-        from training.engine.data import load_mnist
-        from training.engine.evaluate import predict_logits
-        from training.plots import plot_history, plot_predictions
-
         result = trained.result
-        title = f"{trained.checkpoint['arch']}: test accuracy {100 * trained.test_metrics['accuracy']:.2f}%"
+        title = f"{trained.checkpoint['arch']}: test accuracy {100 * trained.checkpoint['metrics']['test_accuracy']:.2f}%"
         history_png = plot_history(result.history, folder / "history.png", title=title)
         test = load_mnist(root, "test")
         probs = predict_logits(result.model, test.images).softmax(dim=1)

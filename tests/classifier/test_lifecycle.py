@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from classifier import lifecycle
+from classifier.checkpoints import version_checkpoint, version_model
 from classifier.inference import registry
-from classifier.models import ModelVersion
+from classifier.models import LifecycleEvent, ModelVersion
+from classifier.promotion import promotion_gate
 from mnistsite.errors import ApplicationError
-from training.models import LifecycleEvent
 
-from .test_runs import assert_error
+from tests.support.registry import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -116,35 +117,35 @@ def test_the_database_allows_one_active_version_only():
 
 def test_gate_compares_on_mnist_and_on_the_field_set(mnist_settings, labelled_drawings, weak_active, settings):
     logreg = shipped("logreg")
-    model = lifecycle.version_model(logreg)
+    model = version_model(logreg)
     metrics = {"test_accuracy": logreg.test_accuracy}
 
-    without_field = lifecycle.promotion_gate(candidate_metrics=metrics, candidate_model=model, active=weak_active)
+    without_field = promotion_gate(candidate_metrics=metrics, candidate_model=model, active=weak_active)
     assert without_field.promote and "field set is empty" in without_field.reason
 
     labelled_drawings(40)
-    decision = lifecycle.promotion_gate(candidate_metrics=metrics, candidate_model=model, active=weak_active)
+    decision = promotion_gate(candidate_metrics=metrics, candidate_model=model, active=weak_active)
     assert decision.promote, decision.reason
     assert decision.reason.startswith("promoted: MNIST test 92.66% >= 9.80% of zero v1; field set")
     field = decision.figures["field"]
     assert field["candidate"] > field["active"] and field["n"] > 0
 
     # the other way round: the weak version does not pass against logreg, on both counts
-    weak_model = lifecycle.version_model(weak_active)
-    worse = lifecycle.promotion_gate(candidate_metrics={"test_accuracy": weak_active.test_accuracy},
+    weak_model = version_model(weak_active)
+    worse = promotion_gate(candidate_metrics={"test_accuracy": weak_active.test_accuracy},
                                      candidate_model=weak_model, active=logreg)
     assert not worse.promote and worse.reason.startswith("not promoted: MNIST test 9.80% < 92.66%")
     # margins are configurable
     settings.PROMOTION_MARGIN_MNIST = 0.9
     settings.PROMOTION_MARGIN_FIELD = 1.0
-    lenient = lifecycle.promotion_gate(candidate_metrics={"test_accuracy": weak_active.test_accuracy},
+    lenient = promotion_gate(candidate_metrics={"test_accuracy": weak_active.test_accuracy},
                                        candidate_model=weak_model, active=logreg)
     assert lenient.promote and "minus margin 90.00 pp" in lenient.reason
 
 
 def test_gate_with_no_active_version_promotes():
     ModelVersion.objects.update(status="candidate")
-    decision = lifecycle.promotion_gate(candidate_metrics={"test_accuracy": 0.5}, candidate_model=None, active=None)
+    decision = promotion_gate(candidate_metrics={"test_accuracy": 0.5}, candidate_model=None, active=None)
     assert decision.promote and "no version is active" in decision.reason
 
 
@@ -170,7 +171,7 @@ def test_upload_evaluates_and_registers_a_candidate(mnist_settings, staff_user, 
     assert version.test_accuracy == pytest.approx(0.098)  # measured here, not the 98% the file claims
     assert version.metrics["claimed_test_accuracy"] == 0.98 and version.metrics["field_n"] == 0
     assert version.checkpoint.name.startswith("checkpoints/uploads/zero-") and version.created_by == staff_user
-    assert lifecycle.version_checkpoint(version)["arch"] == "logreg"
+    assert version_checkpoint(version)["arch"] == "logreg"
     assert LifecycleEvent.objects.get(to_version=version).action == "register"
     with pytest.raises(ApplicationError, match="already registered as zero v1"):
         lifecycle.model_version_upload(data=zero_logreg_checkpoint)
@@ -186,7 +187,7 @@ def test_upload_evaluates_and_registers_a_candidate(mnist_settings, staff_user, 
     (lambda good: torch_bytes({"weights": 1}), "not an mnistsite checkpoint"),
 ], ids=["garbage", "pickle-runs-code", "object-inside", "unknown-arch", "shape-mismatch", "foreign-dict"])
 def test_upload_refuses_bad_files_with_a_clear_message(zero_logreg_checkpoint, make, message, tmp_path):
-    from training.engine.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint
 
     good = load_checkpoint(zero_logreg_checkpoint)
     with pytest.raises(ApplicationError) as caught:

@@ -1,6 +1,7 @@
 """Batched evaluation and prediction. Returns numbers; printing is the caller's job."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -74,3 +75,31 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str,
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def evaluate_sets(
+    model: nn.Module, sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, batch_size: int = 256
+) -> dict[str, Any]:
+    """Figures for several named sets, flattened into the shape a model version stores.
+
+    The MNIST test set is ``"test"``: ``test_accuracy``, ``test_loss``, ``test_n``, and the
+    unprefixed ``per_class_accuracy`` / ``confusion_matrix``. Any other set ``name`` gives
+    ``<name>_accuracy``, ``<name>_loss``, ``<name>_n``, ``<name>_per_class_accuracy`` and
+    ``<name>_confusion_matrix``; an empty one only ``<name>_accuracy = None`` and ``<name>_n = 0``.
+    """
+    net = inference_copy(model)
+    metrics: dict[str, Any] = {}
+    for name, (images, labels) in sets.items():
+        if len(labels) == 0:
+            metrics.update({f"{name}_accuracy": None, f"{name}_n": 0})
+            continue
+        figures = evaluate(net, images, labels, batch_size=batch_size, fast=False)
+        grid = "" if name == "test" else f"{name}_"
+        metrics.update({
+            f"{name}_accuracy": figures["accuracy"],
+            f"{name}_loss": figures["loss"],
+            f"{name}_n": figures["n"],
+            f"{grid}per_class_accuracy": figures["per_class_accuracy"],
+            f"{grid}confusion_matrix": figures["confusion_matrix"],
+        })
+    return metrics

@@ -1,7 +1,7 @@
 """The network architectures, each built by name from a small config dataclass.
 
 Every network takes a float tensor ``[N, 1, 28, 28]`` in ``[0, 1]`` (ink = 1, the MNIST convention
-produced by ``classifier.preprocessing``) and returns logits ``[N, 10]``. Input normalization is part
+produced by ``engine.preprocessing``) and returns logits ``[N, 10]``. Input normalization is part
 of the network, so callers never need to know the dataset statistics.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""classifier.preprocessing: any drawing becomes the same MNIST-style 28x28 input."""
+"""engine.preprocessing: any drawing becomes the same MNIST-style 28x28 input."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from classifier.preprocessing import (
+from engine.preprocessing import (
     PREPROCESSING_VERSION,
     EmptyDrawingError,
     ink_map,

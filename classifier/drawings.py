@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from django.conf import settings
 
-from classifier.models import Prediction
+from .models import Prediction
 
 PIXELS = 28 * 28
 
@@ -47,6 +47,11 @@ class Drawings:
         for pk, label in zip(self.ids, self.labels.tolist()):
             digest.update(f"{pk}:{label}\n".encode())
         return f"drawings:{len(self.ids)}:{digest.hexdigest()[:12]}"
+
+
+def field_set() -> Drawings:
+    """The held-out labelled drawings every new version is evaluated on."""
+    return labelled_drawings(part="field")
 
 
 def labelled_drawings(*, part: str) -> Drawings:

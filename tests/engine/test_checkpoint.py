@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from training.engine.checkpoint import (
+from engine.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
@@ -14,7 +14,7 @@ from training.engine.checkpoint import (
     save_checkpoint,
     sha256_of,
 )
-from training.engine.nets import build_model
+from engine.nets import build_model
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from training.engine.augment import AugmentConfig, augment_batch, stroke_thickness
-from training.engine.trainer import TrainConfig, TrainingData, recipe, split_validation, train
+from engine.augment import AugmentConfig, augment_batch, stroke_thickness
+from engine.trainer import TrainConfig, TrainingData, recipe, split_validation, train
 
 TINY = {"widths": [4, 8, 16]}
 

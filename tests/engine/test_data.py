@@ -1,4 +1,4 @@
-"""IDX parsing, MNIST loading, checksums and fingerprints (training.engine.data)."""
+"""IDX parsing, MNIST loading, checksums and fingerprints (engine.data)."""
 from __future__ import annotations
 
 import gzip
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.engine import data
-from training.engine.data import (
+from engine import data
+from engine.data import (
     ChecksumError,
     DataError,
     IdxFormatError,
@@ -398,12 +398,12 @@ def test_resources_table_matches_known_digests():
 
 
 def test_data_module_does_not_import_django():
-    code = "import sys, training.engine.data; sys.exit(1 if 'django' in sys.modules else 0)"
+    code = "import sys, engine.data; sys.exit(1 if 'django' in sys.modules else 0)"
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stderr or "training.engine.data imported django"
+    assert result.returncode == 0, result.stderr or "engine.data imported django"
 
 
 # -------------------------------------------------------------------- real data

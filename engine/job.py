@@ -1,4 +1,4 @@
-"""One training job from data to checkpoint file, shared by the ``train`` command and the workers.
+"""Train to a checkpoint: one training job from data to checkpoint, shared by ``manage.py train`` and runs.
 
 Plain Python (no Django): load MNIST, train with the engine, evaluate on the MNIST test set
 (reported, never used for selection), write the checkpoint atomically.
@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from classifier.preprocessing import PREPROCESSING_VERSION
-from training.engine.checkpoint import make_checkpoint, save_checkpoint
-from training.engine.data import load_mnist, mnist_fingerprint
-from training.engine.evaluate import evaluate
-from training.engine.trainer import (
+from .preprocessing import PREPROCESSING_VERSION
+from .checkpoint import make_checkpoint, save_checkpoint
+from .data import load_mnist, mnist_fingerprint
+from .evaluate import evaluate_sets
+from .trainer import (
     CancelCheck,
     ProgressCallback,
     TrainConfig,
@@ -30,7 +30,6 @@ from training.engine.trainer import (
 @dataclass
 class TrainedModel:
     result: TrainResult
-    test_metrics: dict[str, Any]
     checkpoint: dict[str, Any]
     path: Path | None
     sha256: str | None
@@ -73,7 +72,8 @@ def train_to_checkpoint(
         check_labels=test_split.labels if config.target_accuracy is not None else None,
     )
     result = train(config, data, callback=callback, should_cancel=should_cancel, init_state=init_state)
-    test_metrics = evaluate(result.model, test_split.images, test_split.labels)
+    metrics = evaluate_sets(result.model, {"test": (test_split.images, test_split.labels), **(extra_eval or {})})
+    metrics.update({"val_accuracy": (result.val_metrics or {}).get("accuracy"), "best_epoch": result.best_epoch})
     fingerprint = data_fingerprint
     if fingerprint is None:
         fingerprint = mnist_fingerprint(mnist_root)
@@ -82,28 +82,6 @@ def train_to_checkpoint(
         n_extra = 0 if extra_labels is None else int(len(extra_labels))
         if n_extra:
             fingerprint += f"+drawings:{n_extra}"
-    metrics: dict[str, Any] = {
-        "test_accuracy": test_metrics["accuracy"],
-        "test_loss": test_metrics["loss"],
-        "per_class_accuracy": test_metrics["per_class_accuracy"],
-        "confusion_matrix": test_metrics["confusion_matrix"],
-        "test_n": test_metrics["n"],
-        "val_accuracy": (result.val_metrics or {}).get("accuracy"),
-        "best_epoch": result.best_epoch,
-    }
-    for name, (images, labels) in (extra_eval or {}).items():
-        if len(labels) == 0:
-            metrics[f"{name}_accuracy"] = None
-            metrics[f"{name}_n"] = 0
-            continue
-        figures = evaluate(result.model, images, labels)
-        metrics.update({
-            f"{name}_accuracy": figures["accuracy"],
-            f"{name}_loss": figures["loss"],
-            f"{name}_n": figures["n"],
-            f"{name}_per_class_accuracy": figures["per_class_accuracy"],
-            f"{name}_confusion_matrix": figures["confusion_matrix"],
-        })
     checkpoint = make_checkpoint(
         model=result.model,
         arch=config.arch,
@@ -117,4 +95,4 @@ def train_to_checkpoint(
     if out is not None and result.status != "cancelled":
         path = Path(out)
         sha = save_checkpoint(path, checkpoint)
-    return TrainedModel(result=result, test_metrics=test_metrics, checkpoint=checkpoint, path=path, sha256=sha)
+    return TrainedModel(result=result, checkpoint=checkpoint, path=path, sha256=sha)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from training.engine.nets import (
+from engine.nets import (
     ARCHITECTURES,
     UnknownArchitectureError,
     build_model,
