@@ -1,0 +1,1 @@
+"""The live training dashboard: WebSocket consumers, routing and the page. Builds on ``training``."""

@@ -11,14 +11,14 @@ from django.core.files.storage import default_storage
 from django.db import migrations
 from django.utils import timezone
 
+from engine.checkpoint import load_checkpoint, sha256_of
+
 SHIPPED = ("cnn", "lenet5", "mlp", "logreg")
 FLAGSHIP = "cnn"
 NOTE = "Shipped with the code; trained from scratch on MNIST with the recipe in its training config."
 
 
 def register(apps, schema_editor):
-    from engine.checkpoint import load_checkpoint, sha256_of
-
     ModelVersion = apps.get_model("classifier", "ModelVersion")
     folder = Path(settings.SHIPPED_CHECKPOINTS_DIR)
     for arch in SHIPPED:
