@@ -1,0 +1,48 @@
+"""One run reads the field set once and evaluates through the registry's one evaluation path."""
+from __future__ import annotations
+
+import pytest
+
+from classifier import drawings, evaluation
+from classifier.models import ModelVersion
+from training import execution
+
+from .conftest import QUICK_RUN
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+def test_a_run_reads_the_field_set_once_and_the_gate_reuses_the_candidates_figures(
+    staff_client, weak_active, labelled_drawings, django_capture_on_commit_callbacks, monkeypatch,
+):
+    labelled_drawings(40)
+    reads: list[str] = []
+    read = drawings.labelled_drawings
+
+    def counting(*, part: str):
+        reads.append(part)
+        return read(part=part)
+
+    monkeypatch.setattr(drawings, "labelled_drawings", counting)  # behind field_set()
+    monkeypatch.setattr(execution, "labelled_drawings", counting)  # the training part
+    evaluated: list[bool] = []
+    evaluate = evaluation.model_evaluate
+
+    def counting_evaluate(model, **kwargs):
+        evaluated.append(kwargs.get("mnist", True))
+        return evaluate(model, **kwargs)
+
+    monkeypatch.setattr("classifier.promotion.model_evaluate", counting_evaluate)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post("/api/retrain/", {**QUICK_RUN, "promote": True}, format="json")
+    state = staff_client.get(response.json()["url"]).json()
+
+    assert state["status"] == "succeeded", state["error"]
+    assert sorted(reads) == ["field", "train"]  # each part of the labelled drawings read once
+    assert evaluated == [False]  # only the active version is evaluated by the gate, on the field set alone
+    field = state["promotion"]["gate"]["figures"]["field"]
+    version = ModelVersion.objects.get(pk=state["result_version"]["id"])
+    assert field["candidate"] == version.metrics["field_accuracy"] and field["n"] == version.metrics["field_n"]
+    assert version.metrics["field_fingerprint"].startswith(f"drawings:{field['n']}:")
+    assert execution.field_set is drawings.field_set  # the run reads it through the registry
