@@ -7,5 +7,5 @@ app_name = "pages"
 
 urlpatterns = [
     path("", pages.DrawView.as_view(), name="draw"),
-    path("stats/", pages.StatsView.as_view(), name="stats"),
+    path("stats/", pages.StatsPageView.as_view(), name="stats"),
 ]

@@ -1,7 +1,8 @@
 """The site's HTML pages: the drawing page and the staff statistics page.
 
 The drawing page is a static shell; everything it shows comes from the JSON API through
-``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors``.
+``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors``;
+its confusion matrix is the site's one table (``classifier.templatetags.confusion``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class DrawView(TemplateView):
 
 
 @method_decorator(staff_member_required, name="dispatch")
-class StatsView(TemplateView):
+class StatsPageView(TemplateView):
     """How the models do on the drawings people labelled."""
 
     template_name = "classifier/stats.html"
@@ -42,8 +43,6 @@ class StatsView(TemplateView):
             stats=stats,
             accuracy=_percent(stats["accuracy"]),
             per_version=[{**row, "accuracy_percent": _percent(row["accuracy"])} for row in stats["per_version"]],
-            confusion_rows=_confusion_rows(stats["confusion_matrix"]),
-            digits=DIGITS,
             gallery=[_gallery_item(prediction) for prediction in recent],
             **kwargs,
         )
@@ -51,27 +50,6 @@ class StatsView(TemplateView):
 
 def _percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100.0 * fraction
-
-
-def _confusion_rows(matrix: list[list[int]]) -> list[dict[str, Any]]:
-    """The matrix as table rows; each cell's shade is its count relative to the largest, in percent."""
-    largest = max((count for row in matrix for count in row), default=0)
-    return [
-        {
-            "label": label,
-            "total": sum(row),
-            "cells": [
-                {
-                    "predicted": predicted,
-                    "count": count,
-                    "shade": round(100 * count / largest) if largest else 0,
-                    "diagonal": predicted == label,
-                }
-                for predicted, count in enumerate(row)
-            ],
-        }
-        for label, row in enumerate(matrix)
-    ]
 
 
 def _gallery_item(prediction: Prediction) -> dict[str, Any]:

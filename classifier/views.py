@@ -11,16 +11,17 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import generics, permissions, serializers as drf_serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mnistsite.errors import ApplicationError
-
-from .models import ModelVersion, Prediction
 from engine.preprocessing import to_png_bytes
+from mnistsite.parsers import JSONParser
+
 from . import lifecycle
+from .filters import PredictionFilter
+from .models import ModelVersion, Prediction
 from .selectors import lifecycle_event_dict, lifecycle_events, mnist_random_sample, model_status, prediction_stats
 from .serializers import (
     LabelRequestSerializer,
@@ -177,20 +178,8 @@ class PredictionLabelView(APIView):
 class PredictionListView(generics.ListAPIView):
     permission_classes = [permissions.IsAdminUser]
     serializer_class = PredictionSerializer
-
-    def get_queryset(self):
-        qs = Prediction.objects.select_related("model_version")
-        params = self.request.query_params
-        for field in ("digit", "label", "model_version", "source"):
-            if params.get(field) not in (None, ""):
-                value = params[field]
-                if field != "source" and not value.isdigit():
-                    raise ApplicationError("invalid_request", f"{field} must be a number.", status=400)
-                qs = qs.filter(**{field: value})
-        labelled = params.get("labelled")
-        if labelled in ("true", "false"):
-            qs = qs.filter(label__isnull=labelled == "false")
-        return qs
+    queryset = Prediction.objects.select_related("model_version")
+    filterset_class = PredictionFilter
 
 
 class StatsView(APIView):

@@ -10,8 +10,9 @@
 sends ``{"type": "state", "data": run_state}``, the history so far included, so a late joiner draws the
 whole curve; then ``{"type": "progress", "data": {"kind": "start" | "batch" | "epoch" | "evaluate", ...}}``
 and the lifecycle messages above; when the run ends, one more ``state`` with its metrics (confusion
-matrix, per-class accuracy), the version it produced and the promotion decision. An unknown id gets
-``{"type": "error", "code": "unknown_run"}`` and the socket is closed with code 4404.
+matrix, per-class accuracy; the matrix also rendered, as ``confusion_html``), the version it produced
+and the promotion decision. An unknown id gets ``{"type": "error", "code": "unknown_run"}`` and the
+socket is closed with code 4404.
 
 Batch events are coalesced per connection: at most ``batch_rate`` a second; in between only the latest
 is kept and sent when its turn comes, and it is sent before any other message, so the order holds and
@@ -37,8 +38,19 @@ from training.models import TrainingRun
 from training.services import training_run_cancel
 
 from . import selectors
+from .encoding import finite
+from .params import parse_run_id
 
 CLOSE_UNKNOWN_RUN = 4404
+
+# What the training services publish as a run's status, and what the dashboard calls that moment.
+LIFECYCLE_EVENTS = {
+    TrainingRun.Status.QUEUED: "queued",
+    TrainingRun.Status.RUNNING: "started",
+    TrainingRun.Status.SUCCEEDED: "finished",
+    TrainingRun.Status.FAILED: "failed",
+    TrainingRun.Status.CANCELLED: "cancelled",
+}
 
 
 class Coalescer:
@@ -142,7 +154,7 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
         try:
             return json.dumps(content, allow_nan=False)
         except ValueError:  # NaN or infinity (a diverging loss): JSON has neither
-            return json.dumps(selectors.finite(content), allow_nan=False)
+            return json.dumps(finite(content), allow_nan=False)
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_message({"type": "error", "code": code, "message": message, **extra})
@@ -153,7 +165,7 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             content = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder follows
             content = None
         if not isinstance(content, dict) or not isinstance(content.get("action"), str):
             await self.error("invalid_message", 'Commands are JSON objects such as {"action": "cancel"}.')
@@ -173,7 +185,7 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
         """A ``run.lifecycle`` event as the dashboard's messages: the moment, and the run's fresh summary."""
         summary = await _run_summary(data["run"], self.staff)
         shown = {key: value for key, value in data.items() if self.staff or key != "worker"}
-        event = selectors.LIFECYCLE_EVENTS.get(data.get("status"), data.get("status"))
+        event = LIFECYCLE_EVENTS.get(data.get("status"), data.get("status"))
         messages = [{"type": "lifecycle", "data": {**shown, "event": event, "summary": summary}}]
         if data.get("promoted"):
             messages.append({"type": "lifecycle", "data": {**shown, "event": "promoted", "summary": summary}})
@@ -202,7 +214,7 @@ class RunConsumer(TrainingConsumer):
     commands = {"cancel": "cancel_run"}
 
     async def connect(self) -> None:
-        self.run_id = selectors.parse_run_id(self.scope["url_route"]["kwargs"].get("run_id"))
+        self.run_id = parse_run_id(self.scope["url_route"]["kwargs"].get("run_id"))
         self.outbox = Coalescer(self.send_json, 1.0 / self.batch_rate)
         await self.accept()
         if self.run_id is not None:

@@ -5,34 +5,15 @@ host and process, who started it and the ids of the drawings it trained on are f
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from classifier.templatetags.confusion import render_confusion_matrix
 from training import selectors as training_selectors
 from training.models import TrainingRun
 
 RUNS_SHOWN = 50  # the run list: the newest runs, on the page and on connect
 STAFF_ONLY = ("log", "worker", "created_by", "url")
 STAFF_ONLY_DATA = ("drawing_ids",)
-MAX_RUN_ID = 2**63 - 1
-
-# What the training services publish as a run's status, and what the dashboard calls that moment.
-LIFECYCLE_EVENTS = {
-    TrainingRun.Status.QUEUED: "queued",
-    TrainingRun.Status.RUNNING: "started",
-    TrainingRun.Status.SUCCEEDED: "finished",
-    TrainingRun.Status.FAILED: "failed",
-    TrainingRun.Status.CANCELLED: "cancelled",
-}
-
-
-def parse_run_id(value: Any) -> int | None:
-    """A run id from a URL or query string; None for anything that cannot be one."""
-    text = str(value or "")
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        return None
-    number = int(text)
-    return number if 0 < number <= MAX_RUN_ID else None
 
 
 def visible(data: dict[str, Any], *, staff: bool) -> dict[str, Any]:
@@ -43,17 +24,6 @@ def visible(data: dict[str, Any], *, staff: bool) -> dict[str, Any]:
     if isinstance(shown.get("data"), dict):
         shown["data"] = {key: value for key, value in shown["data"].items() if key not in STAFF_ONLY_DATA}
     return shown
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by None (JSON has neither; a diverging loss has both)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    return value
 
 
 def runs_snapshot(*, staff: bool, limit: int = RUNS_SHOWN) -> list[dict[str, Any]]:
@@ -68,9 +38,17 @@ def run_summary(run_id: int, *, staff: bool) -> dict[str, Any] | None:
 
 
 def run_state(run_id: int, *, staff: bool) -> dict[str, Any] | None:
-    """Everything about one run, with the history so far (what a watcher gets on connect)."""
+    """Everything about one run, with the history so far (what a watcher gets on connect).
+
+    ``confusion_html`` is its MNIST test confusion matrix as the site's one table (empty until the
+    run has been evaluated), so the page shows it exactly as the admin and the statistics page do.
+    """
     run = training_selectors.run_get(run_id)
-    return None if run is None else visible(training_selectors.run_state(run), staff=staff)
+    if run is None:
+        return None
+    state = training_selectors.run_state(run)
+    state["confusion_html"] = render_confusion_matrix((run.metrics or {}).get("confusion_matrix"))
+    return visible(state, staff=staff)
 
 
 def run_for_version(version_id: int) -> int | None:

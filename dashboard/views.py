@@ -9,20 +9,10 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
-from engine.nets import ARCHITECTURES
-from engine.trainer import recipe
-
 from . import selectors
-
-
-def architectures() -> list[dict[str, Any]]:
-    """The architectures a run can train, with their recipe's epochs, learning rate and batch size."""
-    choices = []
-    for name, arch in ARCHITECTURES.items():
-        config = recipe(name)
-        choices.append({"name": name, "description": arch.description, "epochs": config.epochs,
-                        "lr": config.lr, "batch_size": config.batch_size})
-    return choices
+from .encoding import finite
+from .params import parse_run_id
+from .start_form import architectures, start_form
 
 
 def url_template(name: str) -> str:
@@ -37,16 +27,16 @@ def selected_run(request: HttpRequest) -> tuple[int | None, bool]:
     otherwise the current one is shown (running, else queued, else the newest) and newer runs are followed.
     """
     if "run" in request.GET:
-        return selectors.parse_run_id(request.GET["run"]), False
+        return parse_run_id(request.GET["run"]), False
     if "version" in request.GET:
-        version_id = selectors.parse_run_id(request.GET["version"])
+        version_id = parse_run_id(request.GET["version"])
         return (selectors.run_for_version(version_id) if version_id else None), False
     return selectors.current_run_id(), True
 
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")
 class DashboardView(TemplateView):
-    """Runs and their live curves for everyone; the start form and cancel button for staff."""
+    """Runs and their live curves for everyone; the start form (from the run spec) and cancel button for staff."""
 
     template_name = "dashboard/dashboard.html"
 
@@ -62,8 +52,7 @@ class DashboardView(TemplateView):
             "api": {"retrain": reverse("training-retrain"), "cancel": url_template("training-run-cancel")},
             "admin_version": url_template("admin:classifier_modelversion_change") if staff else None,
         }
-        arches = architectures() if staff else []
         if staff:
-            initial["architectures"] = arches
-        return super().get_context_data(initial=selectors.finite(initial), staff=staff, architectures=arches,
-                                        **kwargs)
+            initial["architectures"] = architectures()
+        return super().get_context_data(initial=finite(initial), staff=staff,
+                                        start_form=start_form() if staff else None, **kwargs)

@@ -40,10 +40,36 @@ class LogRegConfig:
     """Multinomial logistic regression on the 784 pixels."""
 
 
+MAX_WIDTH = 4096  # units or channels in one layer
+MAX_HIDDEN_LAYERS = 8
+
+
+def _check_widths(name: str, widths: Any, *, count: int | None = None, limit: int = MAX_WIDTH) -> None:
+    if not isinstance(widths, tuple) or any(isinstance(w, bool) or not isinstance(w, int) for w in widths):
+        raise ValueError(f"{name} must be a list of whole numbers")
+    if count is not None and len(widths) != count:
+        raise ValueError(f"{name} must have exactly {count} entries")
+    if any(not 1 <= w <= limit for w in widths):
+        raise ValueError(f"every entry of {name} must be between 1 and {limit}")
+
+
+def _check_dropout(dropout: Any) -> None:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError("dropout must be a number in [0, 1)")
+
+
 @dataclass(frozen=True)
 class MLPConfig:
+    """Hidden layers of ``hidden[i]`` units (1 to 4,096 each, at most 8 layers), ReLU and dropout."""
+
     hidden: tuple[int, ...] = (512, 256)
     dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_widths("hidden", self.hidden)
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"hidden may have at most {MAX_HIDDEN_LAYERS} layers")
+        _check_dropout(self.dropout)
 
 
 @dataclass(frozen=True)
@@ -65,8 +91,12 @@ class CNNConfig:
     28x28 conv(w1) -> pool -> 14x14 conv(w2) -> pool -> 7x7 conv(w3) x2 -> pool -> 3x3 -> linear.
     """
 
-    widths: tuple[int, int, int] = (16, 32, 96)
+    widths: tuple[int, int, int] = (16, 32, 96)  # each 1 to 4,096 channels (and 20 M parameters in all)
     dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_widths("widths", self.widths, count=3)
+        _check_dropout(self.dropout)
 
 
 # --------------------------------------------------------------------------- networks

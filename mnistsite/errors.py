@@ -2,6 +2,7 @@
 
 Services raise ``ApplicationError(code, message, detail, status)``; DRF's exception handler below turns
 it, and DRF's own exceptions, into ``{"error": {"code", "message", "detail"}}`` with a 4xx/5xx status.
+The project's 404 and 500 handlers answer in the same shape under ``/api/``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -74,6 +76,25 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         detail = str(exc.detail)
     response.data = error_body(code, message, detail)
     return response
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a URL no view answers: the error shape under /api/, Django's page elsewhere."""
+    if _wants_json(request):
+        return JsonResponse(error_body("not_found", "Not found.", {"path": request.path}), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 (a bug, logged by Django): the error shape under /api/, Django's page elsewhere."""
+    if _wants_json(request):
+        return JsonResponse(error_body("server_error", "The server failed to answer this request; it has been "
+                                                       "logged."), status=500)
+    return defaults.server_error(request)
 
 
 def _first_message(detail: Any) -> str | None:

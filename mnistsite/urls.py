@@ -21,3 +21,7 @@ urlpatterns = [
 if settings.SERVE_MEDIA:
     # Drawings and checkpoints in the single-process default run; production serves MEDIA_ROOT elsewhere.
     urlpatterns.append(path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}))
+
+# Under /api/, even a URL nobody answers and an unexpected failure get the one JSON error shape.
+handler404 = "mnistsite.errors.page_not_found"
+handler500 = "mnistsite.errors.server_error"

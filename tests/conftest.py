@@ -45,6 +45,9 @@ _MEDIA = tempfile.mkdtemp(prefix="mnistsite-test-media-")
 settings.MEDIA_ROOT = _MEDIA
 # No background reaper in the test process (servers the tests start run their own, as in production).
 settings.TRAINING_REAP_SECONDS = 0
+# A fast hasher: Django's default (PBKDF2) costs about 0.3 s per user created. Servers the tests start keep
+# the default, so users they log in with a password are created by them (tests/browser).
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +173,34 @@ def weak_active(db, zero_logreg_checkpoint, mnist_settings):
 
     version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
     return model_version_activate(version=version, by=None, reason="a weak baseline for the test")
+
+
+# ------------------------------------------------------------------ clocks
+
+import time  # noqa: E402
+
+
+class ManualClock:
+    """Stands in for the ``time`` module of one module under test: ``monotonic()`` moves only on ``advance()``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def inference_clock(monkeypatch) -> ManualClock:
+    """The inference registry's clock, moved by the test: no sleeping against ``MODEL_REFRESH_SECONDS``."""
+    from classifier import inference
+
+    clock = ManualClock()
+    monkeypatch.setattr(inference, "time", clock)
+    return clock

@@ -53,13 +53,20 @@ def imports_of(path: Path) -> list[tuple[str, int, bool]]:
                     target = ".".join(base + ([child.module] if child.module else []))
                 else:
                     target = child.module or ""
-                found.append((target, child.lineno, in_function))
-                if child.module is None or child.level:  # `from . import x`: x may be a module
-                    found.extend((f"{target}.{alias.name}", child.lineno, in_function) for alias in child.names)
+                # `from pkg import name` depends on the module pkg.name when there is one, else on pkg
+                submodules = [f"{target}.{alias.name}" for alias in child.names if _is_module(f"{target}.{alias.name}")]
+                if len(submodules) < len(child.names):
+                    found.append((target, child.lineno, in_function))
+                found.extend((name, child.lineno, in_function) for name in submodules)
             visit(child, nested)
 
     visit(tree, False)
     return found
+
+
+def _is_module(name: str) -> bool:
+    path = REPO.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def project_modules() -> dict[str, Path]:
@@ -74,7 +81,8 @@ def test_the_reader_resolves_relative_and_local_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
     (tmp_path / "pkg").mkdir()
     sample = tmp_path / "pkg" / "mod.py"
-    sample.write_text("from . import sibling\n\ndef f():\n    import training.models\n")
+    (tmp_path / "pkg" / "sibling.py").write_text("")
+    sample.write_text("from . import sibling, VALUE\n\ndef f():\n    import training.models\n")
     assert imports_of(sample) == [("pkg", 1, False), ("pkg.sibling", 1, False), ("training.models", 4, True)]
 
 

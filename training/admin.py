@@ -1,11 +1,10 @@
-"""Admin for training runs (start, cancel, follow) and the lifecycle audit log (read only).
+"""Admin for training runs: start, cancel, follow.
 
 Runs are records: nothing on them is editable. Starting and cancelling go through the services, like
-the API does.
+the API does. The HTML of the read-only fields is in templates (``admin/training/display/`` and the
+registry's shared ``admin/classifier/display/``).
 """
 from __future__ import annotations
-
-import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,21 +12,17 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from classifier.admin import admin_change_link, confusion_matrix_table, format_metric, square_matrix
-from classifier.models import ModelVersion
+from classifier.admin import display
+from classifier.admin.display import admin_change_link, render_fragment
 from mnistsite.errors import ApplicationError
 
-from .models import TrainingRun
 from .forms import StartRunForm
+from .models import TrainingRun
 from .services import training_run_cancel, training_run_start
 
-
-
-def _status_badge(status: str) -> SafeString:
-    return format_html('<span class="run-status run-status--{}">{}</span>', status, status)
+DISPLAY = "admin/training/display/"
 
 
 @admin.register(TrainingRun)
@@ -104,7 +99,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: TrainingRun) -> SafeString:
-        return _status_badge(obj.status)
+        return render_fragment(DISPLAY + "run_status.html", status=obj.status)
 
     @admin.display(description="architecture")
     def arch_name(self, obj: TrainingRun) -> str:
@@ -136,59 +131,49 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: TrainingRun) -> SafeString:
-        eta = f", about {obj.eta_seconds:.0f} s left" if obj.eta_seconds and not obj.is_finished else ""
-        rate = f", {obj.samples_per_second:,.0f} samples/s" if obj.samples_per_second else ""
-        return format_html(
-            '<progress max="1" value="{}"></progress> {} — epoch {}/{}, step {:,}/{:,}{}{}',
-            f"{obj.progress:.4f}", f"{obj.progress:.1%}", obj.epoch, obj.total_epochs, obj.step, obj.total_steps,
-            rate, eta,
+        return render_fragment(
+            DISPLAY + "progress.html", run=obj, value=f"{obj.progress:.4f}", percent=f"{obj.progress:.1%}",
+            steps=f"{obj.step:,}/{obj.total_steps:,}",
+            rate=f"{obj.samples_per_second:,.0f}" if obj.samples_per_second else None,
+            eta=f"{obj.eta_seconds:.0f}" if obj.eta_seconds and not obj.is_finished else None,
         )
 
     @admin.display(description="final metrics")
     def metrics_table(self, obj: TrainingRun) -> SafeString | None:
-        shown = {k: v for k, v in (obj.metrics or {}).items() if not isinstance(v, list)}
-        if not shown:
-            return None
-        rows = format_html_join("", '<tr><th scope="row">{}</th><td class="mv-num">{}</td></tr>',
-                                ((k, format_metric(k, v)) for k, v in sorted(shown.items())))
-        return format_html('<table class="mv-metrics"><tbody>{}</tbody></table>', rows)
+        return display.metrics_table({k: v for k, v in (obj.metrics or {}).items() if not isinstance(v, list)})
 
     @admin.display(description="field-set confusion matrix")
     def field_confusion(self, obj: TrainingRun) -> SafeString | None:
-        matrix = square_matrix((obj.metrics or {}).get("field_confusion_matrix"))
-        return None if matrix is None else confusion_matrix_table(matrix)
+        return display.confusion_table((obj.metrics or {}).get("field_confusion_matrix"))
 
     @admin.display(description="epochs")
     def epochs_table(self, obj: TrainingRun) -> SafeString | None:
         epochs = (obj.history or {}).get("epochs") or []
         if not epochs:
             return None
-
-        def pct(value):
-            return "" if value is None else f"{value:.2%}"
-
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
-            (e.get("epoch"), f"{e.get('train_loss', 0):.4f}", pct(e.get("train_accuracy")),
-             "" if e.get("val_loss") is None else f"{e['val_loss']:.4f}", pct(e.get("val_accuracy")),
+        rows = [
+            (e.get("epoch"), f"{e.get('train_loss', 0):.4f}", _percent(e.get("train_accuracy")),
+             "" if e.get("val_loss") is None else f"{e['val_loss']:.4f}", _percent(e.get("val_accuracy")),
              f"{e.get('lr', 0):.5f}", f"{e.get('seconds', 0):.1f} s")
             for e in epochs
-        ))
-        return format_html(
-            '<table class="mv-metrics"><thead><tr><th>epoch</th><th>train loss</th><th>train acc.</th><th>val. loss</th>'
-            "<th>val. acc.</th><th>lr</th><th>time</th></tr></thead><tbody>{}</tbody></table>", rows,
-        )
+        ]
+        return render_fragment(DISPLAY + "epochs.html", rows=rows)
 
     @admin.display(description="config")
     def config_json(self, obj: TrainingRun) -> SafeString:
-        return format_html('<pre class="mv-json">{}</pre>', json.dumps(obj.config, indent=2, sort_keys=True))
+        return display.preformatted(obj.config)
 
     @admin.display(description="data")
     def data_json(self, obj: TrainingRun) -> SafeString | None:
         if not obj.data:
             return None
         shown = {k: v for k, v in obj.data.items() if k != "drawing_ids"}
-        return format_html('<pre class="mv-json">{}</pre>', json.dumps(shown, indent=2, sort_keys=True))
+        return display.preformatted(shown)
 
     @admin.display(description="log")
     def log_text(self, obj: TrainingRun) -> SafeString | None:
-        return format_html('<pre class="mv-json">{}</pre>', obj.log) if obj.log else None
+        return display.preformatted(obj.log) if obj.log else None
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"

@@ -147,6 +147,9 @@ def training_run_start(*, spec: dict[str, Any], by: AbstractBaseUser | None) -> 
         transaction.on_commit(lambda: events.publish_lifecycle(run_id, {"status": TrainingRun.Status.QUEUED}))
         dispatch(run)
     run.refresh_from_db()
+    if run.status == TrainingRun.Status.FAILED and run.started_at is None:  # never taken: e.g. the broker is down
+        raise ApplicationError("queue_unavailable", f"The run could not be started: {run.error}",
+                               detail={"run": run.pk}, status=503)
     return run
 
 

@@ -6,16 +6,14 @@ from typing import Any
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import permissions, serializers as drf_serializers, status
-from rest_framework.pagination import PageNumberPagination
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, permissions, serializers as drf_serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mnistsite.errors import ApplicationError
-
 from . import selectors
+from .filters import TrainingRunFilter
 from .models import TrainingRun
 from .serializers import RetrainRequestSerializer, RunStartedSerializer
 from .services import training_run_cancel, training_run_start
@@ -60,25 +58,25 @@ class RetrainView(APIView):
         return Response({"id": run.pk, "status": run.status, **_absolute(request, run)}, status=status.HTTP_202_ACCEPTED)
 
 
-class RunListView(APIView):
+class RunListView(generics.GenericAPIView):
     permission_classes = RUN_PERMISSIONS
+    filterset_class = TrainingRunFilter
+
+    def get_queryset(self):
+        return selectors.runs_list()
 
     @extend_schema(summary="Training runs, newest first (filter: ?status=)", operation_id="runs_list",
+                   # The page is described by hand, so the filter's parameter is too.
+                   parameters=[OpenApiParameter("status", enum=TrainingRun.Status.values,
+                                                description="Only runs in this state.")],
                    responses={200: inline_serializer("RunList", {
                        "count": drf_serializers.IntegerField(), "next": drf_serializers.URLField(allow_null=True),
                        "previous": drf_serializers.URLField(allow_null=True),
                        "results": drf_serializers.ListField(child=drf_serializers.DictField()),
                    }), 401: ERROR, 403: ERROR})
     def get(self, request: Request) -> Response:
-        wanted = request.query_params.get("status") or None
-        if wanted is not None and wanted not in TrainingRun.Status.values:
-            raise ApplicationError("invalid_request", f"status must be one of {', '.join(TrainingRun.Status.values)}.",
-                                   status=400)
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.runs_list(status=wanted), request, view=self)
-        return paginator.get_paginated_response([
-            {**selectors.run_summary(run), **_absolute(request, run)} for run in page
-        ])
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response([{**selectors.run_summary(run), **_absolute(request, run)} for run in page])
 
 
 class RunDetailView(APIView):

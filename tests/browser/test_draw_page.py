@@ -114,6 +114,20 @@ def test_an_empty_drawing_answer_from_the_server_shows_the_empty_message(page: P
     expect(page.get_by_test_id("prediction")).to_have_text("")
 
 
+def test_answers_that_are_not_the_error_shape_and_a_lost_connection_are_explained(page: Page):
+    page.route("**/api/predict/", lambda route: route.fulfill(status=502, body="<h1>Bad gateway</h1>",
+                                                              content_type="text/html"))
+    with page.expect_response("**/api/predict/"):
+        draw_with_mouse(page, SEVEN)
+    expect(page.get_by_test_id("error-message")).to_have_text("The server answered 502 Bad Gateway.")
+
+    page.unroute("**/api/predict/")
+    page.route("**/api/predict/", lambda route: route.abort("connectionrefused"))
+    page.get_by_test_id("predict").click()
+    expect(page.get_by_test_id("error-message")).to_contain_text("The server could not be reached")
+    expect(page.get_by_test_id("prediction")).to_have_text("")
+
+
 def test_clear_empties_the_canvas_and_resets_the_result(page: Page):
     draw_and_wait(page, SEVEN, "7")
     assert ink_pixels(page) > 0

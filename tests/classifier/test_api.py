@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import pytest
 from django.core.files.storage import default_storage
@@ -297,6 +296,34 @@ def test_prediction_list_filters(staff_client):
     assert_error(staff_client.get("/api/predictions/?digit=seven"), 400, "invalid_request")
 
 
+def test_prediction_list_filters_by_version_source_and_label(staff_client):
+    ids = [_predict(staff_client) for _ in range(3)]
+    Prediction.objects.filter(pk=ids[0]).update(source=Prediction.Source.SITE, label=1)
+    version = Prediction.objects.get(pk=ids[0]).model_version_id
+
+    def count(query: str) -> int:
+        response = staff_client.get(f"/api/predictions/?{query}")
+        assert response.status_code == 200, response.content
+        return response.json()["count"]
+
+    assert count(f"model_version={version}") == 3 and count(f"model_version={version + 1000}") == 0
+    assert count("source=site") == 1 and count("source=api") == 2
+    assert count("label=1") == 1 and count("label=7") == 0
+    assert count("labelled=true&source=api") == 0
+    assert count("digit=&label=&model_version=&source=&labelled=") == 3  # empty means no filter
+
+
+@pytest.mark.parametrize("query", [
+    "digit=seven", "digit=²", "digit=٣x", "digit=7.5", "digit=10", "digit=-1", "label=²", "label=12",
+    "model_version=³", "model_version=abc", "model_version=0", "model_version=99999999999999999999999",
+    "source=%00", "source=robot", "source=API", "labelled=maybe", "labelled=%00",
+])
+def test_prediction_list_refuses_bad_filter_values(staff_client, query):
+    """Values that int() refuses though str.isdigit() accepts (superscripts), NULs, out of range: 400, never 500."""
+    error = assert_error(staff_client.get(f"/api/predictions/?{query}"), 400, "invalid_request")
+    assert error["message"].startswith(query.split("=")[0] + ":") and error["detail"]
+
+
 def test_bad_token_is_401(api_client):
     api_client.credentials(HTTP_AUTHORIZATION="Token nope")
     assert_error(api_client.get("/api/predictions/"), 401, "authentication_failed")
@@ -391,12 +418,14 @@ def _activate(name: str) -> ModelVersion:
     return version
 
 
-def test_active_version_switch_reaches_the_process_within_a_second(api_client, settings):
+def test_active_version_switch_reaches_the_process_within_a_second(api_client, settings, inference_clock):
     settings.MODEL_REFRESH_SECONDS = 0.5
     assert api_client.post(PREDICT, {"image": encode(canvas())}, format="json").json()["model_version"]["name"] == "cnn"
     in_flight = registry.serving()  # a request that started on cnn
     lenet = _activate("lenet5")
-    time.sleep(0.6)
+    inference_clock.advance(0.25)  # within the refresh interval the process keeps the version it read
+    assert api_client.post(PREDICT, {"image": encode(canvas())}, format="json").json()["model_version"]["name"] == "cnn"
+    inference_clock.advance(0.25)  # MODEL_REFRESH_SECONDS since it read the active version
     body = api_client.post(PREDICT, {"image": encode(canvas())}, format="json").json()
     assert body["model_version"]["id"] == lenet.pk
     assert in_flight.ref.name == "cnn"  # the in-flight request still finishes on its own version

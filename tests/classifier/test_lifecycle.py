@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import time
 
 import pytest
 import torch
@@ -35,7 +34,7 @@ def shipped(name: str) -> ModelVersion:
     return ModelVersion.objects.get(name=name, version=1)
 
 
-def test_activate_switches_every_process_and_is_audited(staff_client, staff_user, settings):
+def test_activate_switches_every_process_and_is_audited(staff_client, staff_user, settings, inference_clock):
     settings.MODEL_REFRESH_SECONDS = 0.5
     cnn, lenet = shipped("cnn"), shipped("lenet5")
     in_flight = registry.serving()
@@ -52,7 +51,7 @@ def test_activate_switches_every_process_and_is_audited(staff_client, staff_user
     cnn.refresh_from_db()
     lenet.refresh_from_db()
     assert cnn.status == "candidate" and lenet.status == "active" and lenet.activated_at
-    time.sleep(0.6)  # this process re-reads the active version at least every MODEL_REFRESH_SECONDS
+    inference_clock.advance(settings.MODEL_REFRESH_SECONDS)  # this process re-reads the active version this often
     assert registry.serving().ref.id == lenet.pk
     assert in_flight.ref.id == cnn.pk  # a request that started on cnn finishes on cnn
     events = staff_client.get("/api/models/events/").json()["results"]

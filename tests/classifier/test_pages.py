@@ -111,7 +111,7 @@ def test_draw_page_canvas_is_set_up_for_pointer_input(client):
 def test_static_assets_are_found(client):
     from django.contrib.staticfiles import finders
 
-    for name in ("classifier/draw.js", "classifier/site.css", "classifier/favicon.svg"):
+    for name in ("classifier/draw.js", "site/site.css", "site/favicon.svg", "site/api.js", "site/confusion-matrix.css"):
         assert finders.find(name), name
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from dashboard.consumers import RunConsumer
+from dashboard.consumers import Coalescer, RunConsumer
 from training.models import TrainingRun
 
 from .conftest import batch, connect_to, drain, lifecycle, make_run, progress, receive
@@ -28,6 +28,30 @@ def fast_batches(monkeypatch):
     """Ten batch messages a second per connection (the default is four), to keep the tests short."""
     monkeypatch.setattr(RunConsumer, "batch_rate", 10.0)
     return 0.1
+
+
+@pytest.fixture
+def outbox_timers(monkeypatch) -> list[asyncio.Task]:
+    """The timers the consumers' outboxes start for a pending batch message: a test waits for one to end
+    instead of sleeping past its moment."""
+    timers: list[asyncio.Task] = []
+    offer = Coalescer.offer
+
+    async def recording_offer(self, message):
+        await offer(self, message)
+        if self._timer is not None and self._timer not in timers:
+            timers.append(self._timer)
+
+    monkeypatch.setattr(Coalescer, "offer", recording_offer)
+    return timers
+
+
+async def until(predicate, timeout: float = 2.0) -> None:
+    """Wait (bounded) for the consumer's task to get somewhere."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
 
 
 # ------------------------------------------------------------------ catch-up and event shapes
@@ -152,7 +176,8 @@ def test_a_burst_of_batch_events_is_coalesced_and_the_last_point_kept(run_scenar
         for step in range(1, 31):
             await progress(run.pk, batch(step))
         immediately = await drain(socket)
-        later = await drain(socket, 2.5 * fast_batches)
+        later = [await receive(socket)]  # flushed when the timer's moment comes
+        later += await drain(socket)
         await socket.disconnect()
         return immediately, later
 
@@ -250,7 +275,7 @@ def test_other_paths_and_foreign_origins_are_refused_at_the_handshake(run_scenar
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
-def test_a_socket_closed_with_a_batch_pending_leaves_no_error(run_scenario, fast_batches, caplog):
+def test_a_socket_closed_with_a_batch_pending_leaves_no_error(run_scenario, fast_batches, outbox_timers, caplog):
     run = make_run(status="running")
     caplog.set_level(logging.WARNING)
 
@@ -259,9 +284,11 @@ def test_a_socket_closed_with_a_batch_pending_leaves_no_error(run_scenario, fast
         assert (await socket.connect())[0]
         await receive(socket)
         await progress(run.pk, batch(1))
-        await progress(run.pk, batch(2))  # pending on the timer
+        await progress(run.pk, batch(2))
+        await until(lambda: outbox_timers)  # pending on the timer
         await socket.disconnect()
-        await asyncio.sleep(2 * fast_batches)  # the timer's moment passes
+        await asyncio.wait(outbox_timers, timeout=2)  # the timer has ended (cancelled, or its moment passed)
+        assert all(timer.done() for timer in outbox_timers)
         await progress(run.pk, batch(3))  # and the group has nobody left to send to
         await lifecycle(run.pk, {"status": "failed", "error": "boom"})
 

@@ -1,4 +1,5 @@
-"""The dashboard page: public, staff-only controls, the run picked first, vendored charts, no CDN."""
+"""The dashboard page: public, staff-only controls, the run picked first, vendored charts, no CDN, the
+start form built from the run spec, a finished run's confusion matrix as the site's one table."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 from django.contrib.staticfiles import finders
 
+from dashboard import selectors
 from tests.support.registry import fake_version
+from training.spec import run_options
 
 from .conftest import make_run
 
@@ -88,3 +91,33 @@ def test_charts_come_from_the_vendored_library_and_nothing_from_a_cdn(client):
     assert "MIT License" in licence and "Chart.js Contributors" in licence
     script = Path(finders.find("dashboard/dashboard.js")).read_text()
     assert "http://" not in script and "https://" not in script
+
+
+def test_the_start_form_is_built_from_the_run_spec(client, staff_user):
+    client.force_login(staff_user)
+    page = client.get(URL).content.decode()
+    more = page[page.index('<details class="more-options">'):page.index("</details>")]
+    shown = [option for option in run_options() if option.dashboard]
+    assert {option.dashboard for option in shown} == {"main", "more"}
+    for option in shown:
+        tag = re.search(rf'<(?:input|select)[^>]*\bname="{option.name}"[^>]*>', page)
+        assert tag, option.name
+        assert f'data-kind="{option.kind}"' in tag.group(0)
+        assert (tag.group(0) in more) == (option.dashboard == "more"), option.name
+        if option.kind == "int":
+            assert f'min="{option.minimum:g}"' in tag.group(0) and f'max="{int(option.maximum)}"' in tag.group(0)
+    hidden = [option.name for option in run_options() if not option.dashboard]
+    assert not any(re.search(rf'\bname="{name}"', page) for name in hidden)
+    assert 'min="0.0000001"' in page  # the learning rate's bound, written as HTML numbers are
+    recipes = {arch["name"]: arch["recipe"] for arch in initial_data(client.get(URL))["architectures"]}
+    assert recipes["logreg"]["epochs"] == 10 and recipes["logreg"]["lr"] == 0.01
+
+
+def test_a_finished_runs_state_carries_its_confusion_matrix_rendered():
+    matrix = [[98 if t == p else (2 if (t, p) == (4, 9) else 0) for p in range(10)] for t in range(10)]
+    run = make_run(status="succeeded", metrics={"test_accuracy": 0.98, "confusion_matrix": matrix})
+    html = selectors.run_state(run.pk, staff=False)["confusion_html"]
+    assert html.count('<td class="cm-hit') == 10 and html.count('<td class="cm-miss') == 90
+    assert 'data-testid="confusion-matrix" data-rows="10"' in html
+    assert 'title="true 4, predicted 9: 2 (2.0% of the row)"' in html
+    assert selectors.run_state(make_run(status="running").pk, staff=False)["confusion_html"] == ""

@@ -12,6 +12,12 @@ from .conftest import QUICK_RUN
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
+@pytest.fixture(autouse=True)
+def _own_media(settings, tmp_path):
+    """The checkpoint this run registers stays out of the other tests' media folder."""
+    settings.MEDIA_ROOT = tmp_path
+
+
 def test_a_run_reads_the_field_set_once_and_the_gate_reuses_the_candidates_figures(
     staff_client, weak_active, labelled_drawings, django_capture_on_commit_callbacks, monkeypatch,
 ):

@@ -244,8 +244,15 @@ def test_download_requires_a_mirror(tmp_path):
 # --------------------------------------------------------------------- command
 
 
-def run_fetch(*args: str) -> tuple[str, str]:
-    out, err = StringIO(), StringIO()
+class Terminal(StringIO):
+    """Captured output that says it is a terminal, as an interactive shell's stderr is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_fetch(*args: str, terminal: bool = False) -> tuple[str, str]:
+    out, err = StringIO(), Terminal() if terminal else StringIO()
     call_command("fetch_mnist", *args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
 
@@ -253,7 +260,7 @@ def run_fetch(*args: str) -> tuple[str, str]:
 def test_command_downloads_then_skips(tmp_path, mirror_server, fake_payloads):
     url = mirror_server.serve("m", fake_payloads)
 
-    out, err = run_fetch("--root", str(tmp_path), "--mirror", url)
+    out, err = run_fetch("--root", str(tmp_path), "--mirror", url, terminal=True)
     for name in NAMES:
         assert f"{name}: downloaded, md5 verified" in out
         assert name in err  # progress line
@@ -265,6 +272,12 @@ def test_command_downloads_then_skips(tmp_path, mirror_server, fake_payloads):
     for name in NAMES:
         assert f"{name}: ok (already present)" in out
     assert "train 6 images" in out
+
+
+def test_command_draws_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, mirror_server, fake_payloads):
+    out, err = run_fetch("--root", str(tmp_path), "--mirror", mirror_server.serve("m", fake_payloads))
+    assert out.count("downloaded, md5 verified") == 4
+    assert err == ""  # pipes and CI logs get the result lines on stdout, not a redrawn bar
 
 
 def test_command_repeated_mirror_option(tmp_path, mirror_server, fake_payloads):

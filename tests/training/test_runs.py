@@ -24,6 +24,7 @@ from tests.support.registry import assert_error
 from training.models import TrainingRun
 from training.reaper import training_runs_reap
 from training.reporting import CancelFlag, RunReporter
+from training.views import RunListView
 
 from .conftest import QUICK_RUN
 
@@ -194,6 +195,29 @@ def test_fine_tuning_refuses_an_arch_config(staff_client):
     error = assert_error(staff_client.post(RETRAIN, {"base_version": base.pk, "arch_config": {"widths": [4, 8, 16]}},
                                            format="json"), 400, "invalid_config")
     assert "comes from the base version" in error["message"]
+
+
+def test_the_run_list_filters_by_status_and_pages(staff_client, monkeypatch):
+    monkeypatch.setattr(RunListView.pagination_class, "page_size", 2)  # the class reads PAGE_SIZE at import
+    runs = [TrainingRun.objects.create(config={"arch": "logreg"}, executor="inline", status=status)
+            for status in ["queued", "failed", "failed", "failed", "succeeded"]]
+
+    listed = staff_client.get(RUNS, {"status": "failed"}).json()
+    assert set(listed) == {"count", "next", "previous", "results"}
+    assert listed["count"] == 3 and len(listed["results"]) == 2 and listed["previous"] is None
+    assert "status=failed" in listed["next"] and "page=2" in listed["next"]
+    assert [r["id"] for r in listed["results"]] == [runs[3].pk, runs[2].pk]  # newest first
+    assert listed["results"][0]["status"] == "failed" and listed["results"][0]["url"].startswith("http")
+    last = staff_client.get(listed["next"]).json()
+    assert [r["id"] for r in last["results"]] == [runs[1].pk] and last["next"] is None
+    assert staff_client.get(RUNS, {"status": ""}).json()["count"] == 5  # empty means no filter
+    assert staff_client.get(RUNS, {"status": "cancelled"}).json()["count"] == 0
+
+
+@pytest.mark.parametrize("value", ["bogus", "FAILED", "\x00", "²", "failed\x00"])
+def test_the_run_list_refuses_an_unknown_status(staff_client, value):
+    error = assert_error(staff_client.get(RUNS, {"status": value}), 400, "invalid_request")
+    assert error["message"].startswith("status:") and error["detail"]["status"]
 
 
 def test_anonymous_and_non_staff_are_refused_everywhere(api_client, token_client, staff_client):

@@ -1,5 +1,6 @@
 // The drawing page: a canvas for mouse, touch and pen, live predictions from /api/predict/,
 // the probability histogram, feedback labels, a random MNIST test digit and the compare mode.
+// API calls go through window.mnistApi (static/site/api.js), which base.html loads first.
 (() => {
   "use strict";
 
@@ -162,43 +163,9 @@
 
   // ---- talking to the API -------------------------------------------------------------------
 
-  function cookie(name) {
-    for (const part of document.cookie.split(";")) {
-      const [key, ...value] = part.trim().split("=");
-      if (key === name) return decodeURIComponent(value.join("="));
-    }
-    return "";
-  }
+  const { getJson, postJson } = window.mnistApi;
 
-  // fetch with the session cookie and CSRF header; resolves to {ok, status, data | error} or {aborted}.
-  async function api(url, { method = "GET", body, signal } = {}) {
-    const headers = { Accept: "application/json" };
-    const init = { method, headers, credentials: "same-origin", signal };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    if (method !== "GET") headers["X-CSRFToken"] = cookie("csrftoken");
-    let response;
-    let data = null;
-    try {
-      response = await fetch(url, init);
-      data = await response.json().catch(() => null);
-    } catch (error) {
-      if (error.name === "AbortError") return { aborted: true };
-      return {
-        ok: false,
-        status: 0,
-        error: { code: "network", message: "The server could not be reached. Check the connection and try again." },
-      };
-    }
-    if (signal && signal.aborted) return { aborted: true };
-    if (response.ok && data) return { ok: true, status: response.status, data };
-    const error = data && data.error
-      ? data.error
-      : { code: `http_${response.status}`, message: `The server answered ${response.status} ${response.statusText}`.trim() + "." };
-    return { ok: false, status: response.status, error };
-  }
+  const isAbort = (error) => error.name === "AbortError";
 
   // Start a request that supersedes any earlier one; returns its number and abort signal.
   function beginRequest() {
@@ -242,16 +209,20 @@
     const replaces = state.predictionId;
     const { seq, signal } = beginRequest();
     const started = performance.now();
-    const response = await api("/api/predict/", { method: "POST", body: { image, compare, replaces }, signal });
-    if (response.aborted || !finishRequest(seq)) return;
-    if (response.ok) {
-      showPrediction(response.data, performance.now() - started, compare);
-    } else if (response.error.code === "empty_drawing") {
-      resetResult();
-      showEmpty("faint");
-    } else {
-      showError(response.error.message);
+    let data;
+    try {
+      data = await postJson("/api/predict/", { image, compare, replaces }, { signal });
+    } catch (error) {
+      if (isAbort(error) || !finishRequest(seq)) return;
+      if (error.code === "empty_drawing") {
+        resetResult();
+        showEmpty("faint");
+      } else {
+        showError(error.message);
+      }
+      return;
     }
+    if (finishRequest(seq)) showPrediction(data, performance.now() - started, compare);
   }
 
   async function randomDigit() {
@@ -262,35 +233,39 @@
     const { seq, signal } = beginRequest();
     ui.random.disabled = true;
     const started = performance.now();
-    const response = await api("/api/mnist/random/", { signal });
-    ui.random.disabled = false;
-    if (response.aborted || !finishRequest(seq)) return;
-    if (response.ok) {
-      showRandomDigit(response.data, performance.now() - started);
-    } else {
+    let data;
+    try {
+      data = await getJson("/api/mnist/random/", { signal });
+    } catch (error) {
+      ui.random.disabled = false;
+      if (isAbort(error) || !finishRequest(seq)) return;
       resetResult();
-      showError(response.error.message);
+      showError(error.message);
+      return;
     }
+    ui.random.disabled = false;
+    if (finishRequest(seq)) showRandomDigit(data, performance.now() - started);
   }
 
   async function sendLabel(label) {
     const id = state.predictionId;
     if (id === null) return;
     setFeedbackStatus("Sending…", "");
-    const response = await api(`/api/predictions/${id}/label/`, { method: "POST", body: { label } });
+    let correct;
+    try {
+      ({ correct } = await postJson(`/api/predictions/${id}/label/`, { label }));
+    } catch (error) {
+      if (id === state.predictionId && !isAbort(error)) setFeedbackStatus(error.message, "error");
+      return;
+    }
     if (id !== state.predictionId) return; // a newer prediction replaced this one meanwhile
-    if (response.ok) {
-      const { correct } = response.data;
-      setFeedbackStatus(
-        correct ? `Thanks! Recorded: it was a ${label}, as the model said.` : `Thanks! Recorded: it was a ${label}.`,
-        "ok",
-      );
-      for (const button of ui.feedback.querySelectorAll("button")) {
-        const chosen = button === ui.feedbackRight ? correct : Number(button.dataset.label) === label;
-        button.setAttribute("aria-pressed", String(Boolean(chosen)));
-      }
-    } else if (!response.aborted) {
-      setFeedbackStatus(response.error.message, "error");
+    setFeedbackStatus(
+      correct ? `Thanks! Recorded: it was a ${label}, as the model said.` : `Thanks! Recorded: it was a ${label}.`,
+      "ok",
+    );
+    for (const button of ui.feedback.querySelectorAll("button")) {
+      const chosen = button === ui.feedbackRight ? correct : Number(button.dataset.label) === label;
+      button.setAttribute("aria-pressed", String(Boolean(chosen)));
     }
   }
 

@@ -4,7 +4,9 @@
  * /ws/training/<id>/ drives the selected run's charts, progress and results. On every (re)connect a
  * socket's first message is the full state, which replaces what the page had: that is the catch-up
  * after a dropped connection. A third socket follows the run picked for comparison.
- * Staff start runs with POST /api/retrain/ and cancel them with POST /api/runs/<id>/cancel/.
+ * Staff start runs with POST /api/retrain/ and cancel them with POST /api/runs/<id>/cancel/ (through
+ * window.mnistApi, static/site/api.js). The start form's fields come from the run spec; each says how
+ * to read it in its data-kind. A finished run's confusion matrix arrives rendered, as the site's one table.
  */
 (() => {
   "use strict";
@@ -54,11 +56,6 @@
 
   function urlFor(template, id) {
     return template.replace("{id}", encodeURIComponent(id));
-  }
-
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
   }
 
   // ------------------------------------------------------------------ a socket that comes back
@@ -574,33 +571,21 @@
       ? `${promotion.promoted ? "Promoted to the active version" : "Not promoted"}: ${promotion.reason}`
       : "";
     decision.className = promotion.promoted ? "promotion promoted" : "promotion";
-    renderConfusion(metrics.confusion_matrix || [], metrics.per_class_accuracy || []);
+    renderConfusion(state.confusion_html || "");
+    renderPerClass(metrics.per_class_accuracy || []);
   }
 
-  function renderConfusion(matrix, perClass) {
-    const table = byTestId("confusion-matrix");
-    const largest = Math.max(0, ...matrix.flat());
-    const digits = matrix.map((_, i) => i);
-    const head = el("tr", {}, [
-      el("th", { scope: "col", className: "corner", textContent: "true \\ predicted" }),
-      ...digits.map((d) => el("th", { scope: "col", textContent: String(d) })),
-      el("th", { scope: "col", className: "total", textContent: "accuracy" }),
-    ]);
-    const rows = matrix.map((row, label) => el("tr", {}, [
-      el("th", { scope: "row", textContent: String(label) }),
-      ...row.map((count, predicted) => {
-        const shade = largest ? Math.round((100 * count) / largest) : 0;
-        const cell = el("td", { textContent: String(count), title: `true ${label}, read as ${predicted}: ${count}` });
-        cell.style.setProperty("--shade", String(shade));
-        if (predicted === label) cell.classList.add("diagonal");
-        if (shade > 55) cell.classList.add("dark");
-        if (!count) cell.classList.add("zero");
-        return cell;
-      }),
-      el("td", { className: "total", textContent: percent(perClass[label], 1) }),
-    ]));
-    table.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
-    table.dataset.rows = String(matrix.length);
+  let confusionShown = null;
+
+  function renderConfusion(html) {
+    // Rendered by the server from the template the admin and the statistics page use, escaped there.
+    if (html === confusionShown) return;
+    confusionShown = html;
+    document.getElementById("confusion-holder").innerHTML =
+      html || '<table class="confusion" data-testid="confusion-matrix" data-rows="0"></table>';
+  }
+
+  function renderPerClass(perClass) {
     const bars = byTestId("per-class-accuracy");
     bars.replaceChildren(...perClass.map((accuracy, digit) => {
       const item = el("li", { className: "class-bar" }, [
@@ -615,57 +600,67 @@
 
   // ---- staff: start and cancel
 
+  const READ_FIELD = {
+    int: (input) => Number.parseInt(input.value, 10),
+    version: (input) => Number.parseInt(input.value, 10),
+    float: (input) => Number.parseFloat(input.value),
+    bool: (input) => (input.type === "checkbox" ? input.checked : input.value === "true"),
+    choice: (input) => input.value,
+    text: (input) => input.value,
+    object: (input) => JSON.parse(input.value),
+  };
+
+  // The request body: every field by its data-kind; an empty one is left out (the recipe decides).
+  function formValues(form) {
+    const body = {};
+    for (const input of form.querySelectorAll("[data-kind]")) {
+      if (input.type !== "checkbox" && input.value.trim() === "") continue;
+      const read = READ_FIELD[input.dataset.kind];
+      if (read) body[input.name] = read(input);
+    }
+    return body;
+  }
+
   function setupStartForm() {
     const form = byTestId("start-form");
     if (!form) return;
     const arches = new Map((initial.architectures || []).map((arch) => [arch.name, arch]));
     const status = byTestId("start-status");
     const showRecipe = () => {
-      const recipe = arches.get(form.elements.arch.value);
-      if (!recipe) return;
-      form.elements.epochs.placeholder = String(recipe.epochs);
-      form.elements.lr.placeholder = String(recipe.lr);
-      form.elements.batch_size.placeholder = String(recipe.batch_size);
+      // An empty field takes the architecture's recipe: show its values as placeholders.
+      const arch = arches.get(form.elements.arch.value);
+      for (const [name, value] of Object.entries(arch?.recipe || {})) {
+        const input = form.elements.namedItem(name);
+        if (input instanceof HTMLInputElement && input.type !== "checkbox") input.placeholder = String(value);
+      }
     };
     form.elements.arch.addEventListener("change", showRecipe);
     showRecipe();
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const body = { arch: form.elements.arch.value, use_drawings: form.elements.use_drawings.checked, promote: form.elements.promote.checked };
-      for (const name of ["epochs", "batch_size", "mnist_limit", "seed"]) {
-        if (form.elements[name].value !== "") body[name] = Number.parseInt(form.elements[name].value, 10);
-      }
-      if (form.elements.lr.value !== "") body.lr = Number.parseFloat(form.elements.lr.value);
       const button = byTestId("start-run");
       button.disabled = true;
       status.className = "form-status";
       status.textContent = "Starting…";
       try {
-        const response = await fetch(initial.api.retrain, {
-          method: "POST",
-          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-          credentials: "same-origin",
-          body: JSON.stringify(body),
-        });
-        const answer = await response.json().catch(() => ({}));
-        if (!response.ok) throw new Error(errorText(answer, response.status));
+        const answer = await window.mnistApi.postJson(initial.api.retrain, formValues(form));
         status.textContent = `Run #${answer.id} queued.`;
         follow = true;
         selectRun(answer.id, { pin: true });
       } catch (error) {
         status.className = "form-status error";
-        status.textContent = error.message;
+        status.textContent = errorText(error);
       } finally {
         button.disabled = false;
       }
     });
   }
 
-  function errorText(answer, code) {
-    const error = answer.error;
-    if (!error) return `The server answered ${code}.`;
-    if (error.detail && typeof error.detail === "object" && !Array.isArray(error.detail)) {
-      const fields = Object.entries(error.detail).map(([field, problems]) => `${field}: ${[].concat(problems).join(" ")}`);
+  // The API's message, with the problem of each field when the error names them.
+  function errorText(error) {
+    const detail = error.detail;
+    if (detail && typeof detail === "object" && !Array.isArray(detail)) {
+      const fields = Object.entries(detail).map(([field, problems]) => `${field}: ${[].concat(problems).join(" ")}`);
       if (fields.length) return `${error.message} ${fields.join("; ")}`;
     }
     return error.message;
@@ -678,17 +673,9 @@
       if (!selected) return;
       cancel.disabled = true;
       try {
-        const response = await fetch(urlFor(initial.api.cancel, selected.id), {
-          method: "POST",
-          headers: { "X-CSRFToken": csrfToken() },
-          credentials: "same-origin",
-        });
-        if (!response.ok) {
-          const answer = await response.json().catch(() => ({}));
-          throw new Error(errorText(answer, response.status));
-        }
+        await window.mnistApi.postJson(urlFor(initial.api.cancel, selected.id));
       } catch (error) {
-        byTestId("run-error").textContent = error.message;
+        byTestId("run-error").textContent = errorText(error);
         byTestId("run-error").hidden = false;
         cancel.disabled = false;
       }

@@ -1,12 +1,12 @@
 """``python manage.py fetch_mnist``: download and verify the MNIST archives."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from engine.data import (
     DEFAULT_MIRRORS,
@@ -16,48 +16,6 @@ from engine.data import (
     load_mnist,
     mnist_raw_dir,
 )
-from training.management.progress import LiveLine
-
-_KB = 1024
-_MB = 1024 * 1024
-
-
-def _size(n: float) -> str:
-    return f"{n / _MB:.1f} MB" if n >= _MB else f"{n / _KB:.1f} KB"
-
-
-class ProgressBar:
-    """One line per file: name, bar, percent, size and rate (size and rate alone when the total is unknown)."""
-
-    def __init__(self, out: OutputWrapper, *, width: int = 30) -> None:
-        self.line = LiveLine(out)
-        self.width = width
-        self.name: str | None = None
-        self.started = 0.0
-        self.text = ""
-
-    def update(self, name: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if name != self.name:
-            self.finish()
-            self.name, self.started = name, now
-        self.text = self._render(name, done, total, now - self.started)
-        self.line.show(self.text, force=total is not None and done >= total)
-
-    def finish(self) -> None:
-        """End the current file's line, if any."""
-        if self.name is not None:
-            self.line.end(self.text)
-            self.name = None
-
-    def _render(self, name: str, done: int, total: int | None, elapsed: float) -> str:
-        rate = _size(done / elapsed) + "/s" if elapsed > 0 else "-"
-        if total:
-            fraction = min(done / total, 1.0)
-            filled = int(fraction * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            return f"  {name} [{bar}] {fraction:4.0%} {_size(done)}/{_size(total)} {rate}"
-        return f"  {name} {_size(done)} {rate}"
 
 
 class Command(BaseCommand):
@@ -96,10 +54,28 @@ class Command(BaseCommand):
         raw = mnist_raw_dir(root)
         self.stdout.write(f"MNIST archives in {raw}")
 
-        bar = ProgressBar(self.stderr)
+        # One byte bar per file on the raw stream (tqdm redraws with "\r"); none when stderr is not a terminal.
+        stream = self.stderr._out
+        bar: tqdm | None = None
+        current = ""
+
+        def on_progress(name: str, done: int, total: int | None) -> None:
+            nonlocal bar, current
+            if bar is None or name != current or done < bar.n:  # a new file, or a retry from another mirror
+                finish()
+                current = name
+                bar = tqdm(desc=f"  {name}", total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                           file=stream, dynamic_ncols=True, disable=None)
+            bar.update(done - bar.n)
+
+        def finish() -> None:
+            nonlocal bar
+            if bar is not None:
+                bar.close()
+                bar = None
 
         def on_file(path: Path, downloaded: bool) -> None:
-            bar.finish()
+            finish()
             status = "downloaded, md5 verified" if downloaded else "ok (already present)"
             self.stdout.write(f"  {path.name}: {status}")
 
@@ -107,14 +83,15 @@ class Command(BaseCommand):
             download_mnist(
                 root,
                 mirrors=options["mirrors"],
-                progress=bar.update,
+                progress=on_progress,
                 timeout=options["timeout"],
                 on_file=on_file,
             )
             counts = {split: len(load_mnist(root, split, verify=True)) for split in SPLIT_FILES}
         except DataError as exc:
-            bar.finish()
             raise CommandError(str(exc)) from exc
+        finally:
+            finish()
 
         summary = ", ".join(f"{split} {n} images" for split, n in counts.items())
         self.stdout.write(self.style.SUCCESS(f"MNIST ready in {raw}: {summary}"))

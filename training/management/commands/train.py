@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from classifier.lifecycle import model_version_register_file
 from engine.data import DataError, load_mnist
@@ -17,7 +18,6 @@ from engine.job import train_to_checkpoint
 from engine.plots import plot_history, plot_predictions
 from engine.trainer import recipe
 from mnistsite.errors import ApplicationError
-from training.management.progress import StepBar, format_seconds
 from training.spec import RunOption, run_options
 
 
@@ -85,10 +85,14 @@ class Command(BaseCommand):
             Path(settings.MEDIA_ROOT) / "checkpoints" / f"{config.arch}-{datetime.now():%Y%m%d-%H%M%S}.pt"
         )
         root = opts["mnist_root"] or settings.MNIST_ROOT
-        bar = StepBar(self.stderr)
+        # The bar and the lines above it go to the raw stream: tqdm redraws with "\r", and the OutputWrapper
+        # would end every write with a newline. No bar when stderr is not a terminal (pipes, CI logs).
+        stream = self.stderr._out
         state: dict[str, Any] = {}
+        bar: tqdm | None = None
 
         def on_event(event: dict[str, Any]) -> None:
+            nonlocal bar
             kind = event["type"]
             if kind == "start":
                 state.update(event)
@@ -97,26 +101,28 @@ class Command(BaseCommand):
                     f"({event['precision']}): {event['train_size']:,} training / {event['val_size']:,} validation "
                     f"images, {event['epochs']} epochs x {event['steps_per_epoch']} steps"
                 )
-            elif kind == "batch":
-                bar.update(
-                    event["step"],
-                    event["total_steps"],
-                    f"epoch {event['epoch']}/{state['epochs']}  loss {event['loss']:.3f}  "
-                    f"lr {event['lr']:.4f}  {event['samples_per_s']:,.0f} samples/s  ETA {format_seconds(event['eta_s'])}",
-                )
+                bar = tqdm(total=event["total_steps"], unit="step", file=stream, leave=False, dynamic_ncols=True,
+                           disable=None)
+            elif kind == "batch" and bar is not None:
+                bar.set_description_str(f"epoch {event['epoch']}/{state['epochs']}", refresh=False)
+                bar.set_postfix_str(f"loss {event['loss']:.3f}, lr {event['lr']:.4f}, "
+                                    f"{event['samples_per_s']:,.0f} samples/s", refresh=False)
+                bar.update(event["step"] - bar.n)
             elif kind == "check":
-                bar.close(
+                tqdm.write(
                     f"  check at step {event['step']}: test accuracy {100 * event['accuracy']:.2f}% "
-                    f"after {event['train_seconds']:.1f} s of training"
+                    f"after {event['train_seconds']:.1f} s of training",
+                    file=stream,
                 )
             elif kind == "epoch":
                 val = (
                     f"  val loss {event['val_loss']:.4f} acc {100 * event['val_accuracy']:.2f}%"
                     if "val_accuracy" in event else ""
                 )
-                bar.close(
+                tqdm.write(
                     f"epoch {event['epoch']:>2}/{event['total_epochs']}  train loss {event['train_loss']:.4f} "
-                    f"acc {100 * event['train_accuracy']:.2f}%{val}  lr {event['lr']:.4f}  {event['seconds']:.1f} s"
+                    f"acc {100 * event['train_accuracy']:.2f}%{val}  lr {event['lr']:.4f}  {event['seconds']:.1f} s",
+                    file=stream,
                 )
 
         try:
@@ -126,8 +132,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            if bar is not None:
+                bar.close()
         result, metrics = trained.result, trained.checkpoint["metrics"]
-        bar.close("")
 
         if opts["plots"]:
             self._plots(Path(opts["plots"]), trained, root)

@@ -1,0 +1,56 @@
+"""The production entry point: ``python -m mnistsite.serve http|ws [--host H] [--port P] [--workers N]``.
+
+``http``: Granian running Django's WSGI handler, one worker per core by default, one blocking thread
+per worker (a request's CPU work is the prediction; more threads per worker only contend for the
+same core). ``ws``: Daphne running the ASGI application for the dashboard's WebSockets (it also
+answers HTTP). A reverse proxy routes ``/ws/`` to ``ws`` and the rest to ``http``.
+
+``make serve`` / ``make serve-ws``, the process-manager examples in ``deploy/`` and the benchmarks
+start the site through this module, so what is measured is what runs. It replaces itself with the
+server process (``exec``), so signals from a process manager reach the server directly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def http_command(*, host: str, port: int, workers: int) -> list[str]:
+    return [
+        str(BIN / "granian"), "--interface", "wsgi", "--host", host, "--port", str(port),
+        "--workers", str(workers), "--blocking-threads", "1", "--respawn-failed-workers",
+        "--log-level", os.environ.get("SERVE_LOG_LEVEL", "warning"), "mnistsite.wsgi:application",
+    ]
+
+
+def ws_command(*, host: str, port: int) -> list[str]:
+    return [str(BIN / "daphne"), "-b", host, "-p", str(port), "-v", "1", "mnistsite.asgi:application"]
+
+
+def command(argv: Sequence[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(prog="python -m mnistsite.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("role", choices=["http", "ws"], help="http: the site and API (Granian, WSGI); "
+                                                           "ws: the dashboard's WebSockets (Daphne, ASGI)")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_WORKERS", 0)) or os.cpu_count() or 1,
+                        help="http only: worker processes (default WEB_WORKERS, else one per core)")
+    args = parser.parse_args(argv)
+    if args.role == "http":
+        return http_command(host=args.host, port=args.port, workers=args.workers)
+    return ws_command(host=args.host, port=args.port)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
+    argv_out = command(argv)
+    os.execv(argv_out[0], argv_out)
+
+
+if __name__ == "__main__":
+    main()
