@@ -1,13 +1,15 @@
 # Quick start:  make run   (set up and serve the site on http://127.0.0.1:8000)
 #               make test  (run the test suite)
-#               make worker (a Celery worker for training runs; needs REDIS_URL)
+# Production:   make serve (HTTP: Granian, WSGI) + make serve-ws (WebSockets: Daphne) + make worker
+#               (Celery, for training runs); see README "Process layout" and deploy/.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WS_PORT ?= 8001
 
-.PHONY: setup run test worker bench clean
+.PHONY: setup run serve serve-ws test worker bench clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -20,7 +22,15 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/daphne -b $(HOST) -p $(PORT) mnistsite.asgi:application
+	$(BIN)/python -m mnistsite.serve ws --host $(HOST) --port $(PORT)
+
+serve: setup
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python -m mnistsite.serve http --host $(HOST) --port $(PORT)
+
+serve-ws: setup
+	$(BIN)/python -m mnistsite.serve ws --host $(HOST) --port $(WS_PORT)
 
 test: setup
 	$(BIN)/pytest

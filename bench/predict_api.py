@@ -7,7 +7,7 @@ canvas PNG with a drawn 7, as the drawing page sends it. Then, for each: concurr
 concurrency 16, bounded in requests and seconds. Prints a table, the ratios, and checks that the
 site stored exactly as many predictions as it answered.
 
-    python bench/predict_api.py [--server granian-wsgi|granian|daphne] [--workers 2]
+    python bench/predict_api.py [--server production|default] [--workers 2]
                                 [--database-url URL] [--requests 2000] [--seconds 15]
 """
 from __future__ import annotations
@@ -28,22 +28,14 @@ from bench.loadgen import LoadResult, run_load  # noqa: E402
 from tests.support.drawings import SEVEN, canvas, encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
-BIN = Path(sys.executable).parent
 TARGETS = {"c1_p50_ms": 5.0, "c1_p99_ms": 15.0, "c16_rps": 500.0, "c16_p99_ms": 50.0}
 
 
 def server_command(server: str, port: int, workers: int) -> list[str]:
-    app = "mnistsite.asgi:application"
-    if server == "granian":
-        return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--log-level", "warning", "--no-ws", app]
-    if server == "granian-wsgi":
-        return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--blocking-threads", "1", "--log-level", "warning",
-                "mnistsite.wsgi:application"]
-    if server == "daphne":
-        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
-    raise SystemExit(f"unknown server {server}")
+    """The site as its operators start it: ``python -m mnistsite.serve`` (what ``make serve`` / ``make run`` run)."""
+    role = {"production": "http", "default": "ws"}[server]
+    return [sys.executable, "-m", "mnistsite.serve", role, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]
 
 
 def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadResult]:
@@ -56,9 +48,9 @@ def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadRe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", default="granian-wsgi", choices=["granian-wsgi", "granian", "daphne"],
-                        help="granian-wsgi: Granian running Django's WSGI handler (the production layout); "
-                             "granian: Granian running the ASGI application; daphne: the single-process default")
+    parser.add_argument("--server", default="production", choices=["production", "default"],
+                        help="production: `make serve` (Granian, WSGI, --workers processes); "
+                             "default: `make run` (one Daphne process, HTTP and WebSockets)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL server URL; a fresh database is created on it and dropped after "

@@ -31,6 +31,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from mnistsite.errors import ApplicationError
 from training.events import ALL_RUNS_GROUP, run_group
@@ -42,6 +43,13 @@ from .encoding import finite
 from .params import parse_run_id
 
 CLOSE_UNKNOWN_RUN = 4404
+CLOSE_TRY_AGAIN_LATER = 4013  # like 1013 "try again later" (servers may only send 1000 or 3000-4999)
+
+
+class SocketCount:
+    """Dashboard sockets open in this process (all consumers run on the server's one event loop)."""
+
+    open = 0
 
 # What the training services publish as a run's status, and what the dashboard calls that moment.
 LIFECYCLE_EVENTS = {
@@ -140,6 +148,26 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
     """What both sockets share: who is watching, JSON that is always valid, staff-only commands."""
 
     commands: dict[str, str] = {}  # action -> method name; staff only
+    counted = False
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        if SocketCount.open >= settings.DASHBOARD_MAX_SOCKETS:
+            # Refused cleanly, before joining any group: the client is told why and may retry elsewhere.
+            await self.accept()
+            await self.error("too_many_sockets", "This server holds as many dashboard sockets as it may; "
+                                                 "try again later.", limit=settings.DASHBOARD_MAX_SOCKETS)
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            self.groups = []
+            return
+        SocketCount.open += 1
+        self.counted = True
+        await super().websocket_connect(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.counted:
+            SocketCount.open -= 1
+            self.counted = False
+        await super().websocket_disconnect(message)
 
     @property
     def staff(self) -> bool:

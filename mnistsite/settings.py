@@ -41,6 +41,8 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+if env_bool("BEHIND_TLS_PROXY", False):  # the proxy terminates TLS and says so in X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -197,6 +199,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PARSER_CLASSES": ["mnistsite.parsers.JSONParser"],
+    # Behind a reverse proxy (deploy/nginx.conf) set TRUSTED_PROXIES=1, so throttles see the client's
+    # address (X-Forwarded-For) and not the proxy's; direct exposure: leave it unset.
+    "NUM_PROXIES": int(os.environ["TRUSTED_PROXIES"]) if os.environ.get("TRUSTED_PROXIES") else None,
     "DEFAULT_THROTTLE_CLASSES": ["mnistsite.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"predict": PREDICT_THROTTLE},
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -218,11 +223,21 @@ SPECTACULAR_SETTINGS = {
 # the in-memory layer only works inside one process, which is the single-process default.
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        {
+            "BACKEND": "mnistsite.channel_layers.PooledRedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL}],
+                "max_connections": int(os.environ.get("CHANNEL_LAYER_MAX_CONNECTIONS", 50)),
+            },
+        }
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )
 }
+
+# Dashboard sockets one server process holds at most; one more is accepted and closed at once with
+# code 4013 ("try again later") and an error message, so a client (or a balancer) goes elsewhere.
+DASHBOARD_MAX_SOCKETS = int(os.environ.get("DASHBOARD_MAX_SOCKETS", 2000))
 
 # ---------------------------------------------------------------- training runs and workers
 # Celery is used when a broker is configured (default: REDIS_URL); otherwise runs execute in a

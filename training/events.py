@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def publish(groups: list[str], event_type: str, data: dict[str, Any]) -> None:
     for group in groups:
         try:
             _send(group, message)
-        except Exception:  # a missing or unreachable channel layer must not stop training
+        except (RedisError, OSError, TimeoutError) as exc:  # the layer is unreachable: an outage, not a bug
+            log.warning("could not publish %s to %s: %s: %s", event_type, group, type(exc).__name__, exc)
+        except Exception:  # anything else is a bug, but must not stop training either
             log.warning("could not publish %s to %s", event_type, group, exc_info=True)
 
 

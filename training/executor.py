@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from kombu.exceptions import OperationalError
 from django.db import close_old_connections, connection, transaction
 
 from mnistsite.celery import app
@@ -45,6 +46,9 @@ def send(run_id: int, *, executor: str, device: str | None = None) -> None:
             thread_executor().submit(run_id, loop=events.server_loop())
         else:
             training_run_execute(run_id=run_id)
+    except (OperationalError, OSError) as exc:  # the broker is unreachable: an outage, not a bug
+        log.warning("run %s could not be queued on %s: %s", run_id, executor, exc)
+        training_run_fail_to_queue(run_id=run_id, error=f"The run could not be queued ({executor}): {exc}")
     except Exception as exc:
         log.exception("run %s could not be queued on %s", run_id, executor)
         training_run_fail_to_queue(run_id=run_id, error=f"The run could not be queued ({executor}): {exc}")

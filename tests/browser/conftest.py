@@ -48,7 +48,6 @@ def site_url(tmp_path_factory) -> Iterator[str]:
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    bin_dir = Path(sys.executable).parent
     for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
         subprocess.run(
             [sys.executable, "manage.py", *command, "--verbosity", "0"],
@@ -58,7 +57,7 @@ def site_url(tmp_path_factory) -> Iterator[str]:
     log = root / "daphne.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "mnistsite.asgi:application"],
+            [sys.executable, "-m", "mnistsite.serve", "ws", "--port", str(port)],  # what `make run` runs
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:

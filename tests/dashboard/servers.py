@@ -52,12 +52,11 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
 
 @contextmanager
 def daphne(*, env: dict[str, str], log_path: Path) -> Iterator[Site]:
-    """Serve the site with Daphne until the block ends."""
+    """Serve the site as `make run` does (Daphne, one process) until the block ends."""
     port = free_port()
-    daphne_bin = Path(sys.executable).with_name("daphne")
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [str(daphne_bin), "-b", "127.0.0.1", "-p", str(port), "mnistsite.asgi:application"],
+            [sys.executable, "-m", "mnistsite.serve", "ws", "--port", str(port)],  # what `make run` runs
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     site = Site(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
