@@ -65,13 +65,20 @@ def checkpoint_discard(name: str) -> None:
             tmp.unlink(missing_ok=True)
 
 
+class CheckpointUnreadable(CheckpointError):
+    """The file cannot be read (missing, no permission, storage down). ``str()`` says where and why, for
+    the log and staff; ``public`` names no path."""
+
+    public = "its checkpoint file cannot be read"
+
+
 def checkpoint_read(*, name: str, sha256: str | None) -> dict[str, Any]:
     """A stored checkpoint, through the one loader; ``CheckpointError`` when missing, altered or invalid."""
     try:
         with default_storage.open(name, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise CheckpointError(f"checkpoint file {name} cannot be read: {exc}") from None
+        raise CheckpointUnreadable(f"checkpoint file {name} cannot be read: {exc}") from None
     return load_checkpoint(data, sha256=sha256)
 
 

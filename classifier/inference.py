@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from django.conf import settings
+from django.db.models import F
 from torch import nn
 
 from mnistsite.errors import ApplicationError
@@ -71,6 +72,23 @@ class ServingModel:
         return self.module(x).float().softmax(dim=1)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a checkpoint could not be loaded: ``public`` for anyone, ``detail`` for the log and staff."""
+
+    at: float
+    public: str
+    detail: str
+
+    @classmethod
+    def of(cls, exc: Exception) -> "Failure":
+        if isinstance(exc, CheckpointError) and not isinstance(exc, OSError):
+            public = getattr(exc, "public", None) or str(exc)
+        else:  # an OSError's text carries file paths
+            public = "its checkpoint file cannot be read"
+        return cls(at=time.monotonic(), public=public, detail=str(exc))
+
+
 class ModelUnavailable(ApplicationError):
     def __init__(self, message: str, detail: Any = None) -> None:
         super().__init__("model_unavailable", message, detail, status=503)
@@ -80,7 +98,7 @@ class InferenceRegistry:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._models: dict[tuple[int, str], ServingModel] = {}
-        self._failures: dict[tuple[int, str], tuple[float, str]] = {}
+        self._failures: dict[tuple[int, str], Failure] = {}
         self._active: VersionRef | None = None
         self._active_checked = float("-inf")
         self._last_good: ServingModel | None = None
@@ -95,21 +113,22 @@ class InferenceRegistry:
             if cached is not None:
                 return cached
             failed = self._failures.get(key)
-            if failed and time.monotonic() - failed[0] < settings.MODEL_RETRY_SECONDS:
-                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed[1]}")
+            if failed and time.monotonic() - failed.at < settings.MODEL_RETRY_SECONDS:
+                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed.public}")
             try:
                 serving = ServingModel(ref=ref, module=self._read(ref))
             except (CheckpointError, OSError, ValueError) as exc:
-                message = str(exc)
-                self._failures[key] = (time.monotonic(), message)
-                log.error("cannot load model version %s (%s): %s", ref.id, ref.label, message)
-                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {message}") from None
+                failure = Failure.of(exc)
+                self._failures[key] = failure
+                log.error("cannot load model version %s (%s): %s", ref.id, ref.label, failure.detail)
+                raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failure.public}") from None
             self._failures.pop(key, None)
             self._models[key] = serving
             log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
             return serving
 
     def _read(self, ref: VersionRef) -> nn.Module:
+        """The inference module of a version's checkpoint."""
         if not self._threads_set:
             # One thread per process serves single drawings best; scale with processes.
             torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
@@ -130,7 +149,12 @@ class InferenceRegistry:
         return self._active
 
     def serving(self) -> ServingModel:
-        """The model that answers default predictions now: the active one, else the last good one."""
+        """The model that answers default predictions now: the active one, else the last good one.
+
+        The last good one is the one this process served last, or (in a process that has served none)
+        the most recently active version that loads. A version that was never active (a candidate
+        nobody promoted) never serves by default.
+        """
         active = self.active_ref()
         if active is not None:
             try:
@@ -141,18 +165,22 @@ class InferenceRegistry:
                 with self._lock:
                     self._last_good = model
                 return model
-        fallback = self._last_good or self._first_loadable(exclude=active.id if active else None)
+        fallback = self._last_good or self._previously_active(exclude=active.id if active else None)
         if fallback is None:
             raise ModelUnavailable(
-                "No model can serve predictions: the active version cannot be loaded and there is no other."
-                if active else "No model version is active."
+                "No model can serve predictions: the active version cannot be loaded and no version that "
+                "was active before can." if active else "No model version is active."
             )
         with self._lock:
             self._last_good = fallback
         return fallback
 
-    def _first_loadable(self, *, exclude: int | None) -> ServingModel | None:
-        rows = ModelVersion.objects.usable().exclude(pk=exclude).order_by("-activated_at", "-created_at")
+    def _previously_active(self, *, exclude: int | None) -> ServingModel | None:
+        """The most recently active version (other than ``exclude``) that loads, if any."""
+        rows = (
+            ModelVersion.objects.usable().exclude(pk=exclude).filter(activated_at__isnull=False)
+            .order_by(F("activated_at").desc(nulls_last=True), "-id")
+        )
         for row in rows.only(*_VERSION_FIELDS)[:10]:
             try:
                 return self.load(VersionRef.of(row))
@@ -164,17 +192,20 @@ class InferenceRegistry:
         return self.load(VersionRef.of(version))
 
     # ---------------------------------------------------------------- reporting
-    def status(self) -> dict[str, Any]:
+    def status(self, *, staff: bool = False) -> dict[str, Any]:
+        """What serves and why; ``staff`` adds the failure's full text (file paths and all)."""
         active = self.active_ref(force=True)
         serving: ServingModel | None
-        error = None
+        error = detail = None
         try:
             serving = self.serving()
         except ModelUnavailable as exc:
             serving, error = None, exc.message
         if active is not None and (serving is None or serving.ref.id != active.id):
             failure = self._failures.get((active.id, active.sha256))
-            error = failure[1] if failure else error
+            if failure:
+                error = f"model {active.label} cannot be loaded: {failure.public}"
+                detail = failure.detail
         with self._lock:
             loaded = [m.ref.as_dict() for m in self._models.values()]
         return {
@@ -183,6 +214,7 @@ class InferenceRegistry:
             "loaded": bool(active and serving and serving.ref.id == active.id),
             "healthy": bool(active and serving and serving.ref.id == active.id and error is None),
             "error": error,
+            **({"error_detail": detail} if staff else {}),
             "loaded_versions": loaded,
         }
 

@@ -16,6 +16,10 @@ class ModelVersionQuerySet(models.QuerySet):
         """Versions that may serve predictions (everything not archived)."""
         return self.exclude(status=ModelVersion.Status.ARCHIVED)
 
+    def vetted(self) -> "ModelVersionQuerySet":
+        """Usable versions that earned a public place: active once, or shipped with the code."""
+        return self.usable().filter(Q(activated_at__isnull=False) | Q(shipped=True))
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -44,6 +48,7 @@ class ModelVersion(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    shipped = models.BooleanField(default=False, help_text="Shipped with the code (training/shipped/).")
 
     objects = ModelVersionQuerySet.as_manager()
 
@@ -106,6 +111,10 @@ class Prediction(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     labelled_at = models.DateTimeField(null=True, blank=True)
+    label_key_digest = models.CharField(
+        max_length=64, blank=True,
+        help_text="sha256 of the secret given once in the predict reply; whoever holds it may label this prediction.",
+    )
 
     objects = PredictionQuerySet.as_manager()
 

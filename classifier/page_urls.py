@@ -8,4 +8,5 @@ app_name = "pages"
 urlpatterns = [
     path("", pages.DrawView.as_view(), name="draw"),
     path("stats/", pages.StatsPageView.as_view(), name="stats"),
+    path("favicon.ico", pages.favicon, name="favicon"),
 ]

@@ -1,4 +1,4 @@
-"""The site's HTML pages: the drawing page and the staff statistics page.
+"""The site's HTML pages: the drawing page and the staff statistics page (and /favicon.ico).
 
 The drawing page is a static shell; everything it shows comes from the JSON API through
 ``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors``;
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
@@ -46,6 +48,13 @@ class StatsPageView(TemplateView):
             gallery=[_gallery_item(prediction) for prediction in recent],
             **kwargs,
         )
+
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers that ask for /favicon.ico get the site's SVG icon (pages name it in their head)."""
+    response = HttpResponseRedirect(static("site/favicon.svg"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 def _percent(fraction: float | None) -> float | None:

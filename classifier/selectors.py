@@ -70,8 +70,9 @@ def recent_predictions(*, limit: int = 24):
     return Prediction.objects.select_related("model_version").order_by("-created_at", "-id")[:limit]
 
 
-def model_status() -> dict[str, Any]:
-    state = registry.status()
+def model_status(*, staff: bool = False) -> dict[str, Any]:
+    """The active version, what serves, whether it is healthy, counts; ``staff`` adds failure details."""
+    state = registry.status(staff=staff)
     active = ModelVersion.objects.active().first()
     state["active"] = (
         {
@@ -96,8 +97,12 @@ def model_status() -> dict[str, Any]:
 _mnist_test_cache: dict[str, Any] = {}
 
 
-def mnist_random_sample(*, index: int | None = None) -> dict[str, Any]:
-    """A random MNIST test image (base64 PNG), its label, and the serving model's answer."""
+def mnist_random_sample(*, index: int | None = None, staff: bool = False) -> dict[str, Any]:
+    """A random MNIST test image (base64 PNG), its label, and the serving model's answer.
+
+    Without the data, a 503 whose detail tells ``staff`` what is missing and how to fetch it; others get
+    the short message alone (the detail names server paths).
+    """
     root = str(settings.MNIST_ROOT)
     test = _mnist_test_cache.get(root)
     if test is None:
@@ -105,13 +110,13 @@ def mnist_random_sample(*, index: int | None = None) -> dict[str, Any]:
             test = load_mnist(root, "test")
         except DataError as exc:
             raise ApplicationError("mnist_unavailable", "The MNIST test set is not available on this server.",
-                                   detail=str(exc), status=503) from None
+                                   detail=str(exc) if staff else None, status=503) from None
         _mnist_test_cache[root] = test
     if index is None:
         index = random.randrange(len(test))
     image = test.images[index].float().div(255)
     model = registry.serving()
-    probabilities = model.probabilities(image.view(1, 1, 28, 28))[0].tolist()
+    probabilities = [round(p, 6) for p in model.probabilities(image.view(1, 1, 28, 28))[0].tolist()]
     digit = max(range(10), key=probabilities.__getitem__)
     return {
         "index": index,

@@ -64,6 +64,9 @@ class PredictBatchRequestSerializer(serializers.Serializer):
 
 class LabelRequestSerializer(serializers.Serializer):
     label = serializers.JSONField(allow_null=True, help_text="The correct digit, 0-9.")
+    label_key = serializers.CharField(required=False, max_length=100, write_only=True,
+                                      help_text="The prediction's label key, from the predict reply (clients "
+                                                "without the predicting session or user).")
 
 
 class ModelVersionRefSerializer(serializers.Serializer):
@@ -93,6 +96,8 @@ class PredictionResultSerializer(serializers.Serializer):
     model_version = ModelVersionRefSerializer()
     preprocessed = serializers.CharField(help_text="Base64 PNG of the 28x28 input the model saw.")
     latency_ms = serializers.FloatField()
+    label_key = serializers.CharField(help_text="A secret, shown once: send it as `label_key` to "
+                                                "POST /api/predictions/{id}/label/ to tell the correct digit.")
     compare = ModelAnswerSerializer(many=True, required=False)
 
 

@@ -1,7 +1,9 @@
 """Writes: making and storing predictions, labelling them."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from mnistsite.errors import ApplicationError
@@ -45,7 +47,18 @@ class PredictionOutcome:
     prediction: Prediction
     tensor: torch.Tensor  # the [1,28,28] input the model saw
     model: ServingModel
+    label_key: str  # the secret that lets whoever holds it label this prediction; only its digest is stored
     comparisons: list[ModelAnswer] = field(default_factory=list)
+
+
+def new_label_key() -> tuple[str, str]:
+    """A fresh label key and its sha256 digest (what is stored)."""
+    key = secrets.token_urlsafe(24)
+    return key, label_key_digest(key)
+
+
+def label_key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,14 +90,23 @@ def _model_for(version_id: int | None) -> ServingModel:
     return registry.for_version(version)
 
 
-def _comparison_models(main: ServingModel) -> list[ServingModel]:
-    """The main model plus the newest usable version of every other architecture."""
+def _comparison_models(main: ServingModel, *, staff: bool) -> list[ServingModel]:
+    """The main model, then for every other architecture its best vetted version (active once, or
+    shipped; best by MNIST test accuracy). Staff also get each architecture's newest fresh candidate,
+    whose ``status`` ("candidate") marks it."""
+    chosen: dict[str, ModelVersion] = {}
+    vetted = ModelVersion.objects.vetted().order_by(F("test_accuracy").desc(nulls_last=True), "-created_at")
+    for version in vetted.exclude(arch=main.ref.arch):
+        chosen.setdefault(version.arch, version)
+    picks = list(chosen.values())
+    if staff:
+        fresh: dict[str, ModelVersion] = {}
+        candidates = ModelVersion.objects.usable().filter(activated_at__isnull=True, shipped=False)
+        for version in candidates.exclude(pk=main.ref.id).order_by("-created_at", "-id"):
+            fresh.setdefault(version.arch, version)
+        picks += [v for v in fresh.values() if v.pk not in {p.pk for p in picks}]
     models = [main]
-    seen = {main.ref.arch}
-    for version in ModelVersion.objects.usable().order_by("-created_at", "-id"):
-        if version.arch in seen:
-            continue
-        seen.add(version.arch)
+    for version in picks:
         try:
             models.append(registry.for_version(version))
         except ApplicationError:
@@ -93,25 +115,28 @@ def _comparison_models(main: ServingModel) -> list[ServingModel]:
 
 
 def _store(decoded: DecodedImage, tensor: torch.Tensor, answer: ModelAnswer, latency_ms: float,
-           client: Client) -> Prediction:
+           client: Client, key_digest: str) -> Prediction:
     day = timezone.now()
     name = f"drawings/{day:%Y/%m/%d}/{uuid.uuid4().hex}.{decoded.extension}"
     pixels = (tensor.squeeze().clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()
     user = client.user if client.user is not None and client.user.is_authenticated else None
+    # Six decimals are stored; the confidence is the answer's own stored probability, so the two agree.
+    probabilities = [round(p, 6) for p in answer.probabilities]
     saved = default_storage.save(name, ContentFile(decoded.data))
     try:
         return Prediction.objects.create(
             image=saved,
             input_pixels=pixels,
-            probabilities=[round(p, 6) for p in answer.probabilities],
+            probabilities=probabilities,
             digit=answer.digit,
-            confidence=answer.confidence,
+            confidence=probabilities[answer.digit],
             model_version_id=answer.model.ref.id,
             latency_ms=latency_ms,
             source=client.source,
             user=user,
             session_key=client.session_key or "",
             client_ip=client.ip,
+            label_key_digest=key_digest,
         )
     except BaseException:
         default_storage.delete(saved)  # no orphan file when the row cannot be written
@@ -137,7 +162,8 @@ def prediction_create(
     probabilities = model.probabilities(tensor.unsqueeze(0))[0].tolist()
     answer = ModelAnswer(model=model, probabilities=probabilities)
     latency_ms = (time.perf_counter() - started) * 1000
-    prediction = _store(image, tensor, answer, latency_ms, client)
+    label_key, digest = new_label_key()
+    prediction = _store(image, tensor, answer, latency_ms, client, digest)
     if replaces is not None:
         _remove_superseded(replaces, client)
     comparisons: list[ModelAnswer] = []
@@ -145,9 +171,10 @@ def prediction_create(
         batch = tensor.unsqueeze(0)
         comparisons = [
             ModelAnswer(model=m, probabilities=(probabilities if m is model else m.probabilities(batch)[0].tolist()))
-            for m in _comparison_models(model)
+            for m in _comparison_models(model, staff=bool(client.user and client.user.is_staff))
         ]
-    return PredictionOutcome(prediction=prediction, tensor=tensor, model=model, comparisons=comparisons)
+    return PredictionOutcome(prediction=prediction, tensor=tensor, model=model, label_key=label_key,
+                             comparisons=comparisons)
 
 
 def _remove_superseded(pk: int, client: Client) -> None:
@@ -175,9 +202,11 @@ def prediction_create_batch(
     try:
         with transaction.atomic():
             for image, tensor, probs in zip(images, tensors, probabilities):
-                prediction = _store(image, tensor, ModelAnswer(model, probs), latency_ms, client)
+                label_key, digest = new_label_key()
+                prediction = _store(image, tensor, ModelAnswer(model, probs), latency_ms, client, digest)
                 stored.append(prediction)
-                outcomes.append(PredictionOutcome(prediction=prediction, tensor=tensor, model=model))
+                outcomes.append(PredictionOutcome(prediction=prediction, tensor=tensor, model=model,
+                                                  label_key=label_key))
     except BaseException:
         for prediction in stored:
             default_storage.delete(prediction.image.name)

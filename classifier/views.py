@@ -3,6 +3,7 @@ one service and serialize."""
 from __future__ import annotations
 
 import base64
+import hmac
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +35,15 @@ from .serializers import (
     PredictRequestSerializer,
     ReasonSerializer,
 )
-from .services import Client, ModelAnswer, PredictionOutcome, prediction_create, prediction_create_batch, prediction_label
+from .services import (
+    Client,
+    ModelAnswer,
+    PredictionOutcome,
+    label_key_digest,
+    prediction_create,
+    prediction_create_batch,
+    prediction_label,
+)
 
 ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
 
@@ -54,8 +63,10 @@ def _client(request: Request) -> Client:
 
 
 def _answer(answer: ModelAnswer) -> dict[str, Any]:
+    # Rounded as stored predictions are, the confidence being the answer's own rounded probability.
+    probabilities = [round(p, 6) for p in answer.probabilities]
     return {"model_version": answer.model.ref.as_dict(), "digit": answer.digit,
-            "confidence": answer.confidence, "probabilities": answer.probabilities}
+            "confidence": probabilities[answer.digit], "probabilities": probabilities}
 
 
 def _result(outcome: PredictionOutcome) -> dict[str, Any]:
@@ -90,7 +101,7 @@ class PredictView(APIView):
         data = serializer.validated_data
         outcome = prediction_create(image=data["image"], client=_client(request), model_version_id=data.get("model"),
                                     compare=data["compare"], replaces=data.get("replaces"))
-        return Response(_result(outcome))
+        return Response({**_result(outcome), "label_key": outcome.label_key})
 
 
 class PredictBatchView(APIView):
@@ -111,7 +122,7 @@ class PredictBatchView(APIView):
         data = serializer.validated_data
         outcomes = prediction_create_batch(images=data["images"], client=_client(request),
                                            model_version_id=data.get("model"))
-        return Response({"results": [_result(o) for o in outcomes]})
+        return Response({"results": [{**_result(o), "label_key": o.label_key} for o in outcomes]})
 
 
 class ModelStatusView(APIView):
@@ -128,7 +139,7 @@ class ModelStatusView(APIView):
                        "counts": drf_serializers.DictField(),
                    })})
     def get(self, request: Request) -> Response:
-        return Response(model_status())
+        return Response(model_status(staff=bool(request.user and request.user.is_staff)))
 
 
 class ModelVersionListView(generics.ListAPIView):
@@ -144,13 +155,18 @@ class ModelVersionDetailView(generics.RetrieveAPIView):
 
 
 class IsPredictionClientOrStaff(permissions.BasePermission):
-    """Staff, or the client that made the prediction: same signed-in user, or same browser session."""
+    """Staff, or the client that made the prediction: same signed-in user, same browser session, or
+    whoever holds the prediction's label key (given once in the predict reply)."""
 
     message = "Only the client that made this prediction (or staff) may label it."
 
     def has_object_permission(self, request: Request, view: Any, obj: Prediction) -> bool:
         user = request.user
         if user.is_authenticated and (user.is_staff or obj.user_id == user.pk):
+            return True
+        label_key = request.data.get("label_key") if isinstance(request.data, dict) else None
+        if isinstance(label_key, str) and obj.label_key_digest and hmac.compare_digest(
+                label_key_digest(label_key), obj.label_key_digest):
             return True
         key = request.session.session_key if hasattr(request, "session") else None
         if key and obj.session_key and key == obj.session_key:
@@ -207,7 +223,8 @@ class MnistRandomView(APIView):
                        "prediction": drf_serializers.DictField(),
                    }), 503: ERROR})
     def get(self, request: Request) -> Response:
-        return Response(mnist_random_sample(), status=status.HTTP_200_OK)
+        staff = bool(request.user and request.user.is_active and request.user.is_staff)
+        return Response(mnist_random_sample(staff=staff), status=status.HTTP_200_OK)
 
 
 # ---------------------------------------------------------------------------- the model lifecycle

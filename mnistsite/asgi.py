@@ -6,6 +6,10 @@ Sockets get the session's user (``AuthMiddlewareStack``) and must come from a pa
 import os
 
 from django.core.asgi import get_asgi_application
+from twisted.web import http as twisted_http
+
+# Daphne takes reason phrases from Twisted's table, which lacks 429 ("429 Unknown Status" otherwise).
+twisted_http.RESPONSES.setdefault(429, b"Too Many Requests")
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
 

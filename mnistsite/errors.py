@@ -72,6 +72,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, exceptions.Throttled):
         detail = {"retry_after_s": exc.wait}
         message = f"Too many requests; try again in {int(exc.wait or 1)} s." if exc.wait else message
+        response.reason_phrase = "Too Many Requests"
     elif isinstance(exc, exceptions.ParseError):
         detail = str(exc.detail)
     response.data = error_body(code, message, detail)

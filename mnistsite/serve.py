@@ -29,7 +29,10 @@ def http_command(*, host: str, port: int, workers: int) -> list[str]:
 
 
 def ws_command(*, host: str, port: int) -> list[str]:
-    return [str(BIN / "daphne"), "-b", host, "-p", str(port), "-v", "1", "mnistsite.asgi:application"]
+    # Access logs are the proxy's job (as with Granian, which writes none); SERVE_ACCESS_LOG=- turns them on.
+    access_log = os.environ.get("SERVE_ACCESS_LOG", os.devnull)
+    return [str(BIN / "daphne"), "-b", host, "-p", str(port), "-v", "1", "--access-log", access_log,
+            "mnistsite.asgi:application"]
 
 
 def command(argv: Sequence[str] | None = None) -> list[str]:

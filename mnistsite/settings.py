@@ -66,7 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "mnistsite.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -76,6 +76,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "mnistsite.urls"
+LOGIN_URL = "account-login"
 
 TEMPLATES = [
     {
@@ -203,7 +204,8 @@ REST_FRAMEWORK = {
     # address (X-Forwarded-For) and not the proxy's; direct exposure: leave it unset.
     "NUM_PROXIES": int(os.environ["TRUSTED_PROXIES"]) if os.environ.get("TRUSTED_PROXIES") else None,
     "DEFAULT_THROTTLE_CLASSES": ["mnistsite.throttling.FailOpenScopedRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"predict": PREDICT_THROTTLE},
+    "DEFAULT_THROTTLE_RATES": {"predict": PREDICT_THROTTLE,
+                               "token": _throttle_rate(os.environ.get("TOKEN_THROTTLE", "10/min"))},
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,

@@ -5,6 +5,8 @@ from django.views.generic import RedirectView
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from mnistsite import accounts
+
 urlpatterns = [
     # The audit log's admin list moved with its model from the training app to the registry.
     path("admin/training/lifecycleevent/",
@@ -12,6 +14,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/token/", accounts.TokenObtainView.as_view(), name="api-token"),
+    path("account/login/", accounts.AccountLoginView.as_view(), name="account-login"),
+    path("account/logout/", accounts.AccountLogoutView.as_view(), name="account-logout"),
+    path("account/token/", accounts.TokenPageView.as_view(), name="account-token"),
     path("api/", include("classifier.api_urls")),
     path("api/", include("training.api_urls")),
     path("dashboard/", include("dashboard.urls")),

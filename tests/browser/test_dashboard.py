@@ -74,7 +74,8 @@ def start_run(page: Page, *, arch: str, epochs: str = "", mnist_limit: str = "")
         form.locator("details.more-options > summary").click()
         form.locator("input[name=mnist_limit]").fill(mnist_limit)
     page.get_by_test_id("start-run").click()
-    expect(page.get_by_test_id("start-status")).to_have_text(re.compile(r"Run #\d+ queued"))
+    # The status line follows the run: queued, then running, until it ends.
+    expect(page.get_by_test_id("start-status")).to_have_text(re.compile(r"Run #\d+ (queued|is running|succeeded)\."))
     run_id = int(re.search(r"#(\d+)", page.get_by_test_id("start-status").inner_text()).group(1))
     expect(page.get_by_test_id("run-status")).not_to_have_text("")  # its socket's state has arrived
     return run_id
@@ -91,6 +92,8 @@ def test_staff_start_a_run_and_watch_it_to_the_end(browser, dashboard_site):
     expect(page.get_by_test_id(f"run-row-{run_id}")).to_be_visible()
     expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
     expect(page.get_by_test_id(f"run-row-{run_id}")).to_have_attribute("data-status", "succeeded")
+    expect(page.get_by_test_id("start-status")).to_have_text(f"Run #{run_id} succeeded.")
+    expect(page.get_by_test_id("run-meta")).to_contain_text("1 epoch ·")
     bar = page.get_by_test_id("progress-bar")
     expect(bar).to_have_attribute("aria-valuenow", "100")
     seen = page.evaluate("window.seen")
@@ -131,6 +134,7 @@ def test_staff_cancel_a_run_and_visitors_only_watch(browser, dashboard_site):
     run_id = start_run(page, arch="logreg", epochs="200")  # far longer than the test
     page.get_by_test_id("cancel-run").click()
     expect(page.get_by_test_id("run-status")).to_have_text("cancelled", timeout=RUN_TIMEOUT_MS)
+    expect(page.get_by_test_id("start-status")).to_have_text(f"Run #{run_id} was cancelled.")
     expect(page.get_by_test_id(f"run-row-{run_id}")).to_have_attribute("data-status", "cancelled")
     expect(page.get_by_test_id("cancel-run")).to_be_hidden()
     assert page.js_errors == []

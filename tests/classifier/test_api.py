@@ -49,7 +49,8 @@ def test_predict_json_data_url(api_client):
     response = api_client.post(PREDICT, {"image": encode(canvas(SEVEN))}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"id", "digit", "confidence", "probabilities", "model_version", "preprocessed", "latency_ms"}
+    assert set(body) == {"id", "digit", "confidence", "probabilities", "model_version", "preprocessed", "latency_ms",
+                         "label_key"}
     assert body["digit"] == 7
     assert len(body["probabilities"]) == 10
     assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-3)
@@ -458,6 +459,9 @@ def test_broken_active_checkpoint_falls_back_to_last_good(api_client, settings):
 
 def test_broken_active_checkpoint_in_a_fresh_process_serves_another_version(api_client, settings):
     settings.MODEL_REFRESH_SECONDS = 0
+    _activate("lenet5")  # lenet5 served once, before cnn came back: it is the version to fall back to
+    _activate("cnn")
+    registry.clear()  # a fresh process: nothing served yet
     active = ModelVersion.objects.get(name="cnn")
     path = default_storage.path(active.checkpoint.name)
     with open(path, "rb") as fh:
@@ -487,10 +491,11 @@ def test_random_mnist_digit(api_client, mnist_root, settings):
     assert len(body["prediction"]["probabilities"]) == 10
 
 
-def test_random_mnist_digit_without_data_is_503(api_client, settings, tmp_path):
+def test_random_mnist_digit_without_data_is_503(api_client, staff_client, settings, tmp_path):
     settings.MNIST_ROOT = tmp_path
-    error = assert_error(api_client.get("/api/mnist/random/"), 503, "mnist_unavailable")
-    assert "fetch_mnist" in error["detail"]
+    assert assert_error(api_client.get("/api/mnist/random/"), 503, "mnist_unavailable")["detail"] is None
+    error = assert_error(staff_client.get("/api/mnist/random/"), 503, "mnist_unavailable")
+    assert "fetch_mnist" in error["detail"]  # staff are told how to fix it
 
 
 # ------------------------------------------------------------------ live prediction: one record per drawing

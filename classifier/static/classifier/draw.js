@@ -23,6 +23,8 @@
     resultPanel: document.querySelector(".result-panel"),
     prediction: $("prediction"),
     confidence: $("confidence"),
+    quickDigit: $("quick-digit"),
+    quickConfidence: $("quick-confidence"),
     randomInfo: $("random-info"),
     histogram: $("probabilities"),
     seen: $("seen"),
@@ -240,7 +242,9 @@
       ui.random.disabled = false;
       if (isAbort(error) || !finishRequest(seq)) return;
       resetResult();
-      showError(error.message);
+      // Staff get how to fix a missing data set in the detail; visitors get the message alone.
+      const hint = error.code === "mnist_unavailable" && typeof error.detail === "string" ? error.detail : "";
+      showError(hint ? `${error.message} ${hint}` : error.message);
       return;
     }
     ui.random.disabled = false;
@@ -322,6 +326,8 @@
   function showAnswer(digit, confidence, probabilities) {
     ui.prediction.textContent = String(digit);
     ui.confidence.textContent = `${percent(confidence)} confident`;
+    ui.quickDigit.textContent = ui.prediction.textContent;
+    ui.quickConfidence.textContent = ui.confidence.textContent;
     fillHistogram(ui.histogram, probabilities);
   }
 
@@ -409,6 +415,8 @@
   function resetResult() {
     ui.prediction.textContent = "";
     ui.confidence.textContent = PROMPT;
+    ui.quickDigit.textContent = "";
+    ui.quickConfidence.textContent = PROMPT;
     ui.randomInfo.hidden = true;
     fillHistogram(ui.histogram, null);
     ui.seen.hidden = true;

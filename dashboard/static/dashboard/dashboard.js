@@ -36,6 +36,9 @@
 
   const percent = (x, digits = 2) => (x == null ? "–" : `${(100 * x).toFixed(digits)}%`);
   const integer = (x) => (x == null ? "–" : Math.round(x).toLocaleString("en-US"));
+  // "1 drawing", "2 drawings", "? epochs": the count and the noun in the number the count calls for.
+  const count = (n, singular, plural = `${singular}s`) =>
+    `${n == null ? "?" : integer(n)} ${Number(n) === 1 ? singular : plural}`;
 
   function duration(seconds) {
     if (seconds == null || !Number.isFinite(seconds)) return "–";
@@ -361,6 +364,28 @@
       return row;
     }));
     renderCompareOptions();
+    renderStartStatus();
+  }
+
+  // The start form's status line, about the run it started, follows that run to its end.
+  let startedRun = null; // {id, status} as the start request answered
+  const START_STATUS = {
+    queued: (id) => `Run #${id} queued.`,
+    running: (id) => `Run #${id} is running.`,
+    succeeded: (id) => `Run #${id} succeeded.`,
+    failed: (id) => `Run #${id} failed.`,
+    cancelled: (id) => `Run #${id} was cancelled.`,
+  };
+
+  function renderStartStatus() {
+    const status = byTestId("start-status");
+    if (!status || !startedRun) return;
+    const { id } = startedRun;
+    const state = selected && selected.id === id && selected.state ? selected.state.status : null;
+    const current = state || runs.get(id)?.status || startedRun.status;
+    if (!START_STATUS[current]) return;
+    status.className = current === "failed" ? "form-status error" : "form-status";
+    status.textContent = START_STATUS[current](id);
   }
 
   function tickDurations() {
@@ -490,16 +515,17 @@
     const data = state.data || {};
     byTestId("run-meta").textContent = [
       state.base ? `fine-tuning ${versionLabel(state.base)}` : "from scratch",
-      `${config.epochs ?? "?"} epochs`,
+      count(config.epochs, "epoch"),
       `batch ${train.batch_size ?? config.batch_size ?? "?"}`,
       `peak lr ${config.lr ?? "?"}`,
-      data.mnist_train_images ? `${integer(data.mnist_train_images)} MNIST images` : null,
-      data.drawings ? `${integer(data.drawings)} drawings` : config.use_drawings === false ? "no drawings" : null,
+      data.mnist_train_images ? count(data.mnist_train_images, "MNIST image") : null,
+      data.drawings ? count(data.drawings, "drawing") : config.use_drawings === false ? "no drawings" : null,
       state.device ? `on ${state.device}` : null,
       state.promote ? "promote if better" : null,
     ].filter(Boolean).join(" · ");
     renderProgress(run);
     renderResults(state);
+    renderStartStatus();
     const cancel = byTestId("cancel-run");
     if (cancel) {
       cancel.hidden = FINISHED.has(state.status);
@@ -644,7 +670,8 @@
       status.textContent = "Starting…";
       try {
         const answer = await window.mnistApi.postJson(initial.api.retrain, formValues(form));
-        status.textContent = `Run #${answer.id} queued.`;
+        startedRun = { id: answer.id, status: answer.status };
+        renderStartStatus();
         follow = true;
         selectRun(answer.id, { pin: true });
       } catch (error) {
