@@ -12,15 +12,20 @@ joins, anti-aliased by supersampling, in one of the three forms a browser produc
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from engine import preprocessing
+from engine.preprocessing import BOX_SIZE, PREPROCESSING_VERSION, preprocess
 
 FORMS: tuple[str, ...] = ("dark-on-light", "light-on-dark", "transparent")
 PEN_WIDTH_RANGE = (12.0, 24.0)
@@ -167,16 +172,97 @@ def render_dataset(
     return out
 
 
+@dataclass
+class RenderedSet:
+    """Recorded digits rendered as canvases and preprocessed like the site, with what each one is.
+
+    ``x`` float32 ``[N, 1, 28, 28]``, ``y`` int64 ``[N]``; the lists hold, per rendering, the writer
+    (``"<group>/<id>"``), the recorded sample's index, the canvas form, the pen width (px) and the
+    digit's height (share of the canvas).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    writer: list[str]
+    index: list[int]
+    form: list[str]
+    pen_width: list[float]
+    height_frac: list[float]
+
+    @property
+    def group(self) -> list[str]:
+        return [w.split("/")[0] for w in self.writer]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "y": self.y, "writer": self.writer, "index": self.index, "form": self.form,
+                "pen_width": self.pen_width, "height_frac": self.height_frac}
+
+
+def default_cache_dir() -> Path:
+    """Where rendered sets are kept between runs: outside the repository (they derive from the data)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnistsite" / "real-drawings"
+
+
+def _cache_key(path: Path, **params: Any) -> str:
+    digest = hashlib.sha256()
+    digest.update(path.read_bytes())
+    for source in (Path(__file__), Path(preprocessing.__file__)):  # code that shapes the images
+        digest.update(source.read_bytes())
+    digest.update(json.dumps({**params, "preprocessing": PREPROCESSING_VERSION}, sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+def rendered_set(
+    path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    variants: int = 3,
+    limit: int | None = None,
+    box_size: float = BOX_SIZE,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> RenderedSet:
+    """The samples in ``path`` rendered (as ``render_dataset``) and preprocessed like the site.
+
+    With ``cache_dir`` the result is kept there under a key made of the data, the parameters and the
+    code that renders and preprocesses, so a second run with the same inputs skips the ~50 s of work.
+    """
+    path = Path(path)
+    cache_file = None
+    if cache_dir is not None:
+        key = _cache_key(path, seed=seed, variants=variants, limit=limit, box_size=box_size)
+        cache_file = Path(cache_dir) / f"{key}.pt"
+        if cache_file.is_file():
+            return RenderedSet(**torch.load(cache_file, weights_only=True))
+    samples = load_strokes(path)
+    if limit is not None:
+        samples = samples[:limit]
+    xs, ys, meta = [], [], []
+    for image, label, info in render_dataset(samples, seed=seed, variants_per_sample=variants):
+        xs.append(preprocess(image, box_size=box_size))
+        ys.append(label)
+        meta.append(info)
+    result = RenderedSet(
+        x=torch.stack(xs) if xs else torch.zeros(0, 1, 28, 28),
+        y=torch.tensor(ys, dtype=torch.int64),
+        writer=[str(m["writer"]) for m in meta],
+        index=[int(m["index"]) for m in meta],
+        form=[str(m["form"]) for m in meta],
+        pen_width=[float(m["pen_width"]) for m in meta],
+        height_frac=[float(m["digit_height_frac"]) for m in meta],
+    )
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(result.as_dict(), tmp)
+        os.replace(tmp, cache_file)
+    return result
+
+
 def rendered_tensor_dataset(
     path: str | os.PathLike[str], seed: int = 0, variants: int = 3
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples in ``path`` rendered (as ``render_dataset``) and preprocessed like the site:
     ``(x float32 [N, 1, 28, 28], y int64 [N])``, ready to score a model with."""
-    from engine.preprocessing import preprocess
-
-    samples = load_strokes(path)
-    xs, ys = [], []
-    for image, label, _meta in render_dataset(samples, seed=seed, variants_per_sample=variants):
-        xs.append(preprocess(image))
-        ys.append(label)
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+    rendered = rendered_set(path, seed=seed, variants=variants)
+    return rendered.x, rendered.y

@@ -22,6 +22,7 @@ from django.db.models import F
 from torch import nn
 
 from mnistsite.errors import ApplicationError
+from engine.calibration import calibrated_probabilities, checkpoint_temperature
 from engine.checkpoint import CheckpointError, model_from_checkpoint
 from engine.nets import inference_copy
 
@@ -64,12 +65,13 @@ class ServingModel:
     ref: VersionRef
     module: nn.Module
     loaded_at: float = field(default_factory=time.time)
+    temperature: float = 1.0  # the checkpoint's calibration (1 for checkpoints made without one)
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` probabilities."""
+        """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` calibrated probabilities, softmax(logits / T)."""
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.module(x).float().softmax(dim=1)
+        return calibrated_probabilities(self.module(x), self.temperature)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class InferenceRegistry:
             if failed and time.monotonic() - failed.at < settings.MODEL_RETRY_SECONDS:
                 raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed.public}")
             try:
-                serving = ServingModel(ref=ref, module=self._read(ref))
+                module, temperature = self._read(ref)
+                serving = ServingModel(ref=ref, module=module, temperature=temperature)
             except (CheckpointError, OSError, ValueError) as exc:
                 failure = Failure.of(exc)
                 self._failures[key] = failure
@@ -127,8 +130,8 @@ class InferenceRegistry:
             log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
             return serving
 
-    def _read(self, ref: VersionRef) -> nn.Module:
-        """The inference module of a version's checkpoint."""
+    def _read(self, ref: VersionRef) -> tuple[nn.Module, float]:
+        """The inference module of a version's checkpoint and its serving temperature."""
         if not self._threads_set:
             # One thread per process serves single drawings best; scale with processes.
             torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
@@ -136,7 +139,7 @@ class InferenceRegistry:
         checkpoint = checkpoint_read(name=ref.checkpoint, sha256=ref.sha256)
         if checkpoint["arch"] != ref.arch:
             raise CheckpointError(f"checkpoint is a {checkpoint['arch']!r}, the registry says {ref.arch!r}")
-        return inference_copy(model_from_checkpoint(checkpoint))
+        return inference_copy(model_from_checkpoint(checkpoint)), checkpoint_temperature(checkpoint)
 
     # ---------------------------------------------------------------- the active version
     def active_ref(self, *, force: bool = False) -> VersionRef | None:

@@ -55,11 +55,16 @@ def make_checkpoint(
     training: dict[str, Any] | None = None,
     data_fingerprint: str = "",
     created_at: datetime | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict for a plain (unwrapped) module. Tensors are copied to the CPU."""
+    """The checkpoint dict for a plain (unwrapped) module. Tensors are copied to the CPU.
+
+    ``calibration`` (``engine.calibration.calibration_record``) holds the serving temperature; a
+    checkpoint without it is served with ``T = 1``.
+    """
     config_dict = config if isinstance(config, dict) else config_to_dict(config)
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    return {
+    checkpoint = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": arch,
@@ -73,6 +78,9 @@ def make_checkpoint(
         "created_at": (created_at or datetime.now(timezone.utc)).isoformat(),
         "torch_version": str(torch.__version__),
     }
+    if calibration is not None:
+        checkpoint["calibration"] = dict(calibration)
+    return checkpoint
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> str:

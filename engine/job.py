@@ -15,7 +15,9 @@ import torch
 from .preprocessing import PREPROCESSING_VERSION
 from .checkpoint import make_checkpoint, save_checkpoint
 from .data import load_mnist, mnist_fingerprint
-from .evaluate import evaluate_sets
+from .calibration import calibrated_probabilities, expected_calibration_error
+from .evaluate import evaluate_sets, predict_logits
+from .nets import inference_copy
 from .trainer import (
     CancelCheck,
     ProgressCallback,
@@ -74,6 +76,14 @@ def train_to_checkpoint(
     result = train(config, data, callback=callback, should_cancel=should_cancel, init_state=init_state)
     metrics = evaluate_sets(result.model, {"test": (test_split.images, test_split.labels), **(extra_eval or {})})
     metrics.update({"val_accuracy": (result.val_metrics or {}).get("accuracy"), "best_epoch": result.best_epoch})
+    if result.calibration is not None:
+        # Reported, as accuracy is: the temperature was fitted on the validation split, not on these.
+        logits = predict_logits(inference_copy(result.model), test_split.images)
+        metrics.update({
+            "test_ece": expected_calibration_error(logits.softmax(dim=1), test_split.labels),
+            "test_ece_calibrated": expected_calibration_error(
+                calibrated_probabilities(logits, result.calibration["temperature"]), test_split.labels),
+        })
     fingerprint = data_fingerprint
     if fingerprint is None:
         fingerprint = mnist_fingerprint(mnist_root)
@@ -90,6 +100,7 @@ def train_to_checkpoint(
         preprocessing=PREPROCESSING_VERSION,
         training={**config_summary(config), "history": result.history, **result.summary},
         data_fingerprint=fingerprint,
+        calibration=result.calibration,
     )
     path = sha = None
     if out is not None and result.status != "cancelled":

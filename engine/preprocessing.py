@@ -217,10 +217,10 @@ def _resample_rows(a: np.ndarray, start: float, scale: float) -> np.ndarray:
     return (1.0 - frac) * padded[i] + frac * padded[i + 1]
 
 
-def _place(crop: np.ndarray) -> np.ndarray:
-    """Scale a cropped ink map so its longer side is 20 px and centre its mass in 28x28."""
+def _place(crop: np.ndarray, box_size: float = BOX_SIZE) -> np.ndarray:
+    """Scale a cropped ink map so its longer side is ``box_size`` (20) px and centre its mass in 28x28."""
     h, w = crop.shape
-    scale = BOX_SIZE / max(h, w)
+    scale = box_size / max(h, w)
     # Centre of mass of the crop in continuous coordinates (pixel i covers [i, i + 1)).
     rows, cols = crop.sum(axis=1, dtype=np.float64), crop.sum(axis=0, dtype=np.float64)
     mass = float(rows.sum())
@@ -237,18 +237,22 @@ def _place(crop: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 
-def mnist_array(ink: np.ndarray) -> np.ndarray:
-    """The 28x28 float32 MNIST-style array for an ink map (see ``preprocess``)."""
+def mnist_array(ink: np.ndarray, *, box_size: float = BOX_SIZE) -> np.ndarray:
+    """The 28x28 float32 MNIST-style array for an ink map (see ``preprocess``).
+
+    ``box_size`` is the longer side of the scaled digit; the site serves MNIST's 20 px (other values
+    exist to measure the choice).
+    """
     peak = _check_not_empty(ink)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     level = max(_ink_level(crop), 0.5 * peak)
     crop = np.minimum(crop * np.float32(1.0 / level), np.float32(1.0))
-    return _place(np.ascontiguousarray(crop, dtype=np.float32))
+    return _place(np.ascontiguousarray(crop, dtype=np.float32), box_size)
 
 
-def preprocess(image: Image.Image) -> torch.Tensor:
+def preprocess(image: Image.Image, *, box_size: float = BOX_SIZE) -> torch.Tensor:
     """An image of a drawn digit as the model's input: float32 ``[1, 28, 28]`` in [0, 1], ink = 1.
 
     Steps (the MNIST construction): ink map (any colours, polarity or transparency) -> crop to the
@@ -258,7 +262,7 @@ def preprocess(image: Image.Image) -> torch.Tensor:
 
     Raises ``EmptyDrawingError`` when there is no ink, or only a faint trace or a few specks.
     """
-    return torch.from_numpy(mnist_array(ink_map(_working_image(image)))).unsqueeze(0)
+    return torch.from_numpy(mnist_array(ink_map(_working_image(image)), box_size=box_size)).unsqueeze(0)
 
 
 def preprocess_batch(images: Sequence[Image.Image]) -> torch.Tensor:

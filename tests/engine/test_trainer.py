@@ -114,3 +114,17 @@ def test_augmentation_keeps_shape_range_and_varies_thickness():
     still = augment_batch(x, AugmentConfig(rotate_deg=0, scale=(1, 1), aspect=0, shear_deg=0, shift_px=0,
                                            thickness=0), torch.Generator().manual_seed(0))
     assert torch.allclose(still, x, atol=1e-5)
+
+
+def test_training_with_writing_habits_adds_them_to_mnist_rows_only():
+    from engine.trainer import HABITS
+
+    data = synthetic_digits(320)
+    extra = torch.zeros(8, 1, 28, 28)
+    extra[:, :, 10:18, 12:16] = 1.0
+    data.extra_images, data.extra_labels = extra, torch.full((8,), 1)
+    events = []
+    config = tiny_config(epochs=1, augment=True, augment_config=dict(HABITS, habits_extra=True))
+    result = train(config, data, callback=events.append)
+    assert result.status == "completed" and result.calibration is not None
+    assert recipe("cnn").augment_config["flagged_one"] == HABITS["flagged_one"] > 0
