@@ -66,6 +66,16 @@ class RedisServer:
             self.process = None
 
 
+def on_postgresql() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+# The full production layout (sockets by the thousand, Redis outages) is checked where it runs: on
+# PostgreSQL (CI's second pass). The one-process layout's checks run on either database.
+needs_postgresql = pytest.mark.skipif(not on_postgresql(), reason="the production layout runs on PostgreSQL "
+                                                                  "(set DATABASE_URL to a PostgreSQL server)")
+
+
 @pytest.fixture
 def redis_server(tmp_path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:

@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.drawings import SEVEN, canvas, encode
 
+from .conftest import needs_postgresql
+
 pytestmark = pytest.mark.slow
 
 THROTTLE = 40  # per minute and client
@@ -30,6 +32,7 @@ def _post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+@needs_postgresql
 def test_predictions_keep_answering_while_redis_is_down_and_throttling_resumes(deployment, redis_server):
     token = deployment.staff_token()
     drawing = {"image": encode(canvas(SEVEN))}

@@ -13,7 +13,9 @@ from websockets.exceptions import ConnectionClosed
 from dashboard.consumers import CLOSE_TRY_AGAIN_LATER
 from mnistsite.channel_layers import PooledRedisChannelLayer
 
-pytestmark = pytest.mark.slow
+from .conftest import needs_postgresql
+
+pytestmark = [pytest.mark.slow, needs_postgresql]
 
 SOCKETS = 1000
 IDLE_SECONDS = 65  # longer than any timeout between the server, the channel layer and Redis
