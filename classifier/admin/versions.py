@@ -24,8 +24,16 @@ from classifier.models import ModelVersion
 from classifier.selectors import lifecycle_events
 from mnistsite.errors import ApplicationError
 
-from . import display
-from .display import admin_change_link, render_fragment
+from .display import (
+    admin_change_link,
+    confusion_table,
+    link,
+    metrics_table,
+    preformatted,
+    render_fragment,
+    square_matrix,
+    ten_floats,
+)
 
 DISPLAY = "admin/classifier/display/"
 
@@ -300,7 +308,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="field-set confusion matrix")
     def field_confusion_table(self, obj: ModelVersion) -> SafeString | None:
         metrics = obj.metrics if isinstance(obj.metrics, dict) else {}
-        return display.confusion_table(metrics.get("field_confusion_matrix"))
+        return confusion_table(metrics.get("field_confusion_matrix"))
 
     @admin.display(description="audit log")
     def lifecycle_history(self, obj: ModelVersion) -> SafeString | None:
@@ -332,7 +340,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def checkpoint_download(self, obj: ModelVersion) -> SafeString | None:
         if not obj.checkpoint:
             return None
-        return display.link(obj.checkpoint.url, PurePosixPath(obj.checkpoint.name).name, download=True)
+        return link(obj.checkpoint.url, PurePosixPath(obj.checkpoint.name).name, download=True)
 
     @admin.display(description="other metrics")
     def metrics_table(self, obj: ModelVersion) -> SafeString | None:
@@ -342,27 +350,27 @@ class ModelVersionAdmin(admin.ModelAdmin):
             key: value for key, value in obj.metrics.items()
             if key != "test_accuracy" and key not in FIELD_TABLE_KEYS
         }
-        return display.metrics_table(shown)
+        return metrics_table(shown)
 
     @admin.display(description="per-class accuracy")
     def per_class_table(self, obj: ModelVersion) -> SafeString | None:
-        accuracies = display.ten_floats(obj.per_class_accuracy)
+        accuracies = ten_floats(obj.per_class_accuracy)
         if accuracies is None:
             return None
-        return per_class_accuracy_table(accuracies, display.square_matrix(obj.confusion_matrix))
+        return per_class_accuracy_table(accuracies, square_matrix(obj.confusion_matrix))
 
     @admin.display(description="confusion matrix")
     def confusion_table(self, obj: ModelVersion) -> SafeString | None:
-        return display.confusion_table(obj.confusion_matrix)
+        return confusion_table(obj.confusion_matrix)
 
     @admin.display(description="training config")
     def training_config_json(self, obj: ModelVersion) -> SafeString | None:
         if not obj.training_config:
             return None
-        return display.preformatted(obj.training_config)
+        return preformatted(obj.training_config)
 
     @admin.display(description="predictions")
     def predictions_link(self, obj: ModelVersion) -> SafeString:
         count = obj.predictions.count()
         url = reverse("admin:classifier_prediction_changelist") + f"?model_version__id__exact={obj.pk}"
-        return display.link(url, f"{count:,} prediction{'' if count == 1 else 's'}")
+        return link(url, f"{count:,} prediction{'' if count == 1 else 's'}")
