@@ -3,7 +3,8 @@
 Each recorded digit is drawn on a 280x280 canvas as a browser would produce it (three forms, varied
 pen widths, sizes and positions; see ``bench/strokes.py``), then goes through exactly what the
 site does: ``engine.preprocessing.preprocess`` -> model -> softmax(logits / T) -> argmax, where T is
-the temperature stored in the checkpoint (1 when there is none).
+the temperature stored in the checkpoint (1 when there is none) and the probabilities are averaged
+over the checkpoint's test-time views (``engine.serving``; none unless the checkpoint names some).
 
     python bench/real_drawings.py [--checkpoint PATH] [--data PATH] [--seed 0] [--variants 3]
                                   [--save-examples DIR]
@@ -13,8 +14,11 @@ confusions, and calibration (expected calibration error before / after the tempe
 
     --compare SPEC [SPEC ...]   score more models in the same run and print one table of all;
                                 a SPEC is a checkpoint path, or paths joined by "+" (an ensemble
-                                averaging calibrated probabilities)
-    --tta none|shift|affine     test-time augmentation of the 28x28 input (probabilities averaged)
+                                averaging calibrated probabilities), optionally with "@shift" or
+                                "@affine" for its own test-time augmentation
+    --tta served|none|scale|shift|affine
+                                test-time views of the 28x28 input whose probabilities are averaged
+                                (default: as each checkpoint is served, see engine/serving.py)
     --box-size 20               preprocessing's digit box (the site uses MNIST's 20 px)
     --mnist-root DIR            also score each model on the MNIST test set (default: $MNIST_ROOT)
     --leave-one-group-out       for anything that learns from these drawings: choose among the
@@ -28,7 +32,6 @@ The last line printed is ``real-drawing accuracy: 97.85% (n=5733)``, for ``--che
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -44,7 +47,6 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from bench.strokes import (  # noqa: E402
@@ -55,14 +57,10 @@ from bench.strokes import (  # noqa: E402
     rendered_set,
     variant_params,
 )
-from engine.calibration import (  # noqa: E402
-    calibrated_probabilities,
-    checkpoint_temperature,
-    expected_calibration_error,
-    fit_temperature,
-)
+from engine.calibration import expected_calibration_error, fit_temperature  # noqa: E402
 from engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from engine.data import load_mnist  # noqa: E402
+from engine.serving import TTA_VIEWS, checkpoint_temperature, checkpoint_tta, predict_probabilities  # noqa: E402
 from engine.nets import inference_copy  # noqa: E402
 from engine.preprocessing import BOX_SIZE, PREPROCESSING_VERSION  # noqa: E402
 
@@ -75,7 +73,7 @@ SIZE_BUCKETS = ((0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9))
 # open four): watched in the comparison table, on the drawings and on MNIST test.
 WATCHED_PAIRS = ((1, 7), (7, 1), (0, 8), (8, 0), (4, 9), (9, 4), (0, 6), (1, 2))
 TOP_CONFUSIONS = 10
-TTA_CHOICES = ("none", "shift", "affine")
+TTA_CHOICES = ("served", *TTA_VIEWS)  # "served": each checkpoint's own (engine.serving)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -89,7 +87,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", type=int, default=3, help="renderings per recorded digit")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N recorded digits")
     parser.add_argument("--box-size", type=float, default=BOX_SIZE, help="preprocessing's digit box in px")
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="served",
+                        help="test-time augmentation (default: as each checkpoint is served)")
     parser.add_argument("--no-calibration", action="store_true", help="serve with T = 1 whatever the checkpoint says")
     parser.add_argument("--mnist-root", default=os.environ.get("MNIST_ROOT"),
                         help="also score on the MNIST test set found here (default: $MNIST_ROOT)")
@@ -113,6 +112,7 @@ class Member:
     checkpoint: dict[str, Any]
     model: torch.nn.Module
     temperature: float
+    tta: str  # the test-time views it is scored with
 
 
 @dataclass
@@ -121,23 +121,23 @@ class Scorer:
 
     spec: str
     members: list[Member]
-    tta: str = "none"
     calibrate: bool = True
 
     @property
     def name(self) -> str:
-        return "+".join(_short(m.path) for m in self.members) + ("" if self.tta == "none" else f" [tta={self.tta}]")
+        views = sorted({m.tta for m in self.members} - {"none"})
+        return "+".join(_short(m.path) for m in self.members) + (f" [tta={','.join(views)}]" if views else "")
 
-    @torch.inference_mode()
     def probabilities(self, x: torch.Tensor, *, calibrated: bool = True) -> torch.Tensor:
-        """``[N, 10]`` probabilities: the mean over members (and test-time views) of softmax(logits / T)."""
-        views = tta_views(x, self.tta)
+        """``[N, 10]`` probabilities: the mean over members (and test-time views) of softmax(logits / T),
+        made as serving makes them (``engine.evaluate.predict_probabilities``), in batches."""
         total = torch.zeros(len(x), 10)
         for member in self.members:
             temperature = member.temperature if (calibrated and self.calibrate) else 1.0
-            for view in views:
-                total += calibrated_probabilities(batched_logits(member.model, view), temperature)
-        return total / (len(self.members) * len(views))
+            for i in range(0, len(x), BATCH_SIZE):
+                total[i : i + BATCH_SIZE] += predict_probabilities(
+                    member.model, x[i : i + BATCH_SIZE], temperature=temperature, tta=member.tta)
+        return total / len(self.members)
 
 
 def _short(path: Path) -> str:
@@ -147,43 +147,21 @@ def _short(path: Path) -> str:
         return str(path)
 
 
-def load_scorer(spec: str, *, tta: str = "none", calibrate: bool = True) -> Scorer:
+def load_scorer(spec: str, *, tta: str = "served", calibrate: bool = True) -> Scorer:
+    """A scorer for ``PATH[+PATH...][@TTA]``: each checkpoint with its own test-time views ("served"),
+    or the views named by ``tta`` or by the spec's ``@none|scale|shift|affine`` suffix."""
+    head, _, suffix = spec.rpartition("@")
+    if head and suffix in TTA_CHOICES:
+        spec, tta = head, suffix
     members = []
     for part in spec.split("+"):
         path = Path(part)
         checkpoint = load_checkpoint(path)
         model = inference_copy(model_from_checkpoint(checkpoint))
         members.append(Member(path=path, checkpoint=checkpoint, model=model,
-                              temperature=checkpoint_temperature(checkpoint)))
-    return Scorer(spec=spec, members=members, tta=tta, calibrate=calibrate)
-
-
-@torch.inference_mode()
-def batched_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    out = [model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float()
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, 10)
-
-
-def _affine(x: torch.Tensor, *, angle_deg: float = 0.0, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
-    """The 28x28 inputs rotated / scaled about the centre and shifted by (dx, dy) pixels."""
-    a = math.radians(angle_deg)
-    cos, sin = math.cos(a) / scale, math.sin(a) / scale
-    size = x.shape[-1]
-    theta = torch.tensor([[cos, -sin, -dx * 2 / size], [sin, cos, -dy * 2 / size]], dtype=x.dtype)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The input itself, plus the test-time views of ``tta``."""
-    if tta == "none":
-        return [x]
-    if tta == "shift":
-        return [x] + [_affine(x, dx=dx, dy=dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-    if tta == "affine":
-        return [x] + [_affine(x, angle_deg=a) for a in (-8.0, 8.0)] + [_affine(x, scale=s) for s in (0.9, 1.1)]
-    raise ValueError(f"unknown test-time augmentation {tta!r}")
+                              temperature=checkpoint_temperature(checkpoint),
+                              tta=checkpoint_tta(checkpoint) if tta == "served" else tta))
+    return Scorer(spec=spec, members=members, calibrate=calibrate)
 
 
 # --------------------------------------------------------------------------- figures
@@ -418,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     scorers = []
     for spec in [args.checkpoint, *args.compare]:
-        missing = [part for part in spec.split("+") if not Path(part).is_file()]
+        head, _, suffix = spec.rpartition("@")
+        paths = head if head and suffix in TTA_CHOICES else spec
+        missing = [part for part in paths.split("+") if not Path(part).is_file()]
         if missing:
             print(f"error: no checkpoint at {missing[0]}; pass --checkpoint PATH", file=sys.stderr)
             return 2
@@ -433,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint = member.checkpoint
             metrics = {k: v for k, v in (checkpoint.get("metrics") or {}).items() if isinstance(v, (int, float, str))}
             print(f"checkpoint: {member.path} (arch={checkpoint.get('arch')}, "
-                  f"preprocessing={checkpoint.get('preprocessing') or '?'}, T={member.temperature:.3f})")
+                  f"preprocessing={checkpoint.get('preprocessing') or '?'}, T={member.temperature:.3f}, "
+                  f"tta={member.tta})")
             if metrics and not args.table_only:
                 print(f"  metrics: {metrics}")
             stored = checkpoint.get("preprocessing")

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--compare", nargs="*", default=[], metavar="SPEC")
-    parser.add_argument("--tta", nargs="+", choices=TTA_CHOICES, default=["none"])
+    parser.add_argument("--tta", nargs="+", choices=TTA_CHOICES, default=["served"],
+                        help="test-time views (default: as each checkpoint is served)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=300, help="drawings timed per configuration")
     args = parser.parse_args(argv)

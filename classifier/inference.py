@@ -22,9 +22,9 @@ from django.db.models import F
 from torch import nn
 
 from mnistsite.errors import ApplicationError
-from engine.calibration import calibrated_probabilities, checkpoint_temperature
 from engine.checkpoint import CheckpointError, model_from_checkpoint
 from engine.nets import inference_copy
+from engine.serving import checkpoint_temperature, checkpoint_tta, predict_probabilities
 
 from .checkpoints import checkpoint_read
 from .models import ModelVersion
@@ -66,12 +66,13 @@ class ServingModel:
     module: nn.Module
     loaded_at: float = field(default_factory=time.time)
     temperature: float = 1.0  # the checkpoint's calibration (1 for checkpoints made without one)
+    tta: str = "none"  # the checkpoint's test-time views (engine.serving.TTA_VIEWS)
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` calibrated probabilities, softmax(logits / T)."""
-        x = x.contiguous(memory_format=torch.channels_last)
-        return calibrated_probabilities(self.module(x), self.temperature)
+        """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` calibrated probabilities: softmax(logits / T),
+        averaged over the checkpoint's test-time views."""
+        return predict_probabilities(self.module, x, temperature=self.temperature, tta=self.tta)
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ class InferenceRegistry:
             if failed and time.monotonic() - failed.at < settings.MODEL_RETRY_SECONDS:
                 raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed.public}")
             try:
-                module, temperature = self._read(ref)
-                serving = ServingModel(ref=ref, module=module, temperature=temperature)
+                module, temperature, tta = self._read(ref)
+                serving = ServingModel(ref=ref, module=module, temperature=temperature, tta=tta)
             except (CheckpointError, OSError, ValueError) as exc:
                 failure = Failure.of(exc)
                 self._failures[key] = failure
@@ -130,8 +131,8 @@ class InferenceRegistry:
             log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
             return serving
 
-    def _read(self, ref: VersionRef) -> tuple[nn.Module, float]:
-        """The inference module of a version's checkpoint and its serving temperature."""
+    def _read(self, ref: VersionRef) -> tuple[nn.Module, float, str]:
+        """The inference module of a version's checkpoint, its serving temperature and test-time views."""
         if not self._threads_set:
             # One thread per process serves single drawings best; scale with processes.
             torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
@@ -139,7 +140,8 @@ class InferenceRegistry:
         checkpoint = checkpoint_read(name=ref.checkpoint, sha256=ref.sha256)
         if checkpoint["arch"] != ref.arch:
             raise CheckpointError(f"checkpoint is a {checkpoint['arch']!r}, the registry says {ref.arch!r}")
-        return inference_copy(model_from_checkpoint(checkpoint)), checkpoint_temperature(checkpoint)
+        model = inference_copy(model_from_checkpoint(checkpoint))
+        return model, checkpoint_temperature(checkpoint), checkpoint_tta(checkpoint)
 
     # ---------------------------------------------------------------- the active version
     def active_ref(self, *, force: bool = False) -> VersionRef | None:

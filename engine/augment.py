@@ -6,12 +6,13 @@ stroke-thickness change (grey-level dilation or erosion, blended by a random amo
 
 People also write some digits in ways MNIST (written by American clerks and students) hardly has:
 zeros with a slash or a dot inside, ones with a flag and / or a base serif, sevens crossed through
-the stem, fours open at the top. ``add_habits`` makes those from the MNIST glyphs themselves, for a
-configurable share of the images of each class: it finds each glyph's ink box, stroke width and stem
-on the device, draws the added strokes as anti-aliased line segments (coverage from the distance to
-the segment), or erases a gap, and scales the result back to MNIST's 20 px box with its centre of
-mass in the middle, as the site's preprocessing does to a drawing. With every share at 0 (or no
-labels) the glyphs pass through unchanged.
+the stem, fours open at the top. ``habit_variants`` makes those from the MNIST glyphs themselves,
+for a configurable share of the images of each class: it finds each glyph's ink box, stroke width
+and stem on the device, draws the added strokes as anti-aliased line segments (coverage from the
+distance to the segment), or erases a gap, and scales the result back to MNIST's 20 px box with its
+centre of mass in the middle, as the site's preprocessing does to a drawing. The variants join the
+batch as extra samples (``habits_extra``) or replace their originals (``add_habits``). With every
+share at 0 (or no labels) the glyphs pass through unchanged.
 """
 from __future__ import annotations
 

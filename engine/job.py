@@ -16,8 +16,9 @@ from .preprocessing import PREPROCESSING_VERSION
 from .checkpoint import make_checkpoint, save_checkpoint
 from .data import load_mnist, mnist_fingerprint
 from .calibration import calibrated_probabilities, expected_calibration_error
-from .evaluate import evaluate_sets, predict_logits
+from .evaluate import as_float_images, evaluate_sets
 from .nets import inference_copy
+from .serving import view_logits
 from .trainer import (
     CancelCheck,
     ProgressCallback,
@@ -78,12 +79,16 @@ def train_to_checkpoint(
     metrics.update({"val_accuracy": (result.val_metrics or {}).get("accuracy"), "best_epoch": result.best_epoch})
     if result.calibration is not None:
         # Reported, as accuracy is: the temperature was fitted on the validation split, not on these.
-        logits = predict_logits(inference_copy(result.model), test_split.images)
+        # Before: one view at T = 1; after: as served (the checkpoint's temperature and views).
+        tta = result.calibration["tta"]
+        logits = view_logits(inference_copy(result.model), as_float_images(test_split.images), tta)
+        served = calibrated_probabilities(logits, result.calibration["temperature"])
         metrics.update({
-            "test_ece": expected_calibration_error(logits.softmax(dim=1), test_split.labels),
-            "test_ece_calibrated": expected_calibration_error(
-                calibrated_probabilities(logits, result.calibration["temperature"]), test_split.labels),
+            "test_ece": expected_calibration_error(logits[0].softmax(dim=1), test_split.labels),
+            "test_ece_calibrated": expected_calibration_error(served, test_split.labels),
         })
+        if tta != "none":
+            metrics["test_accuracy_served"] = float((served.argmax(dim=1) == test_split.labels).float().mean())
     fingerprint = data_fingerprint
     if fingerprint is None:
         fingerprint = mnist_fingerprint(mnist_root)

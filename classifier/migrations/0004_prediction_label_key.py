@@ -1,7 +1,7 @@
 """Label keys for predictions; model versions know whether they were shipped with the code."""
 from django.db import migrations, models
 
-SHIPPED_NOTE_PREFIX = "Shipped with the code"  # what migrations 0002 and 0004 write into a shipped version's notes
+SHIPPED_NOTE_PREFIX = "Shipped with the code"  # what migration 0002 writes into a shipped version's notes
 
 
 def mark_shipped(apps, schema_editor):

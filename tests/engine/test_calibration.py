@@ -9,12 +9,20 @@ import torch
 from engine.calibration import (
     calibrated_probabilities,
     calibration_record,
-    checkpoint_temperature,
     expected_calibration_error,
     fit_temperature,
+    nll,
 )
 from engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from engine.nets import build_model
+from engine.serving import (
+    TTA_VIEWS,
+    checkpoint_temperature,
+    checkpoint_tta,
+    predict_probabilities,
+    tta_views,
+    view_logits,
+)
 from engine.trainer import TrainConfig, TrainingData, train
 
 
@@ -62,16 +70,46 @@ def test_calibration_record_describes_the_fit():
 
 def test_the_temperature_travels_in_the_checkpoint_and_old_ones_mean_one(tmp_path):
     model = build_model("logreg")
-    with_t = make_checkpoint(model=model, arch="logreg", config={}, calibration={"temperature": 0.45})
+    with_t = make_checkpoint(model=model, arch="logreg", config={}, calibration={"temperature": 0.45, "tta": "scale"})
     save_checkpoint(tmp_path / "new.pt", with_t)
-    assert checkpoint_temperature(load_checkpoint(tmp_path / "new.pt")) == pytest.approx(0.45)
+    loaded = load_checkpoint(tmp_path / "new.pt")
+    assert checkpoint_temperature(loaded) == pytest.approx(0.45) and checkpoint_tta(loaded) == "scale"
     old = make_checkpoint(model=model, arch="logreg", config={})
     assert "calibration" not in old
     save_checkpoint(tmp_path / "old.pt", old)
-    assert checkpoint_temperature(load_checkpoint(tmp_path / "old.pt")) == 1.0
-    # nonsense is never served: T = 1
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert checkpoint_temperature(loaded) == 1.0 and checkpoint_tta(loaded) == "none"
+    # nonsense is never served: T = 1, one view
     for bad in ({"temperature": 0}, {"temperature": -2.0}, {"temperature": math.inf}, {"temperature": "x"}, "x", None):
         assert checkpoint_temperature({"calibration": bad}) == 1.0
+    for bad in ({"tta": "everything"}, {"tta": 3}, "x", None):
+        assert checkpoint_tta({"calibration": bad}) == "none"
+
+
+def test_views_are_averaged_after_the_temperature_once():
+    logits = torch.randn(3, 50, 10)
+    probs = calibrated_probabilities(logits, 2.0)
+    assert probs.shape == (50, 10)
+    assert torch.allclose(probs, (logits / 2.0).softmax(dim=-1).mean(dim=0), atol=1e-6)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(50), atol=1e-5)
+    # one view is the plain case
+    assert nll(logits[:1], torch.zeros(50, dtype=torch.long), 2.0) == pytest.approx(
+        nll(logits[0], torch.zeros(50, dtype=torch.long), 2.0), rel=1e-5)
+
+
+def test_test_time_views_are_one_batch_and_the_first_is_the_input():
+    x = torch.rand(4, 1, 28, 28)
+    for name, views in TTA_VIEWS.items():
+        out = tta_views(x, name)
+        assert out.shape == (len(views) * 4, 1, 28, 28)
+        assert torch.allclose(out[:4], x, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        tta_views(x, "everything")
+    model = build_model("cnn", {"widths": [4, 8, 16]}).eval()
+    assert view_logits(model, x, "scale").shape == (3, 4, 10)
+    probs = predict_probabilities(model, x, temperature=0.5, tta="scale")
+    assert torch.allclose(probs, calibrated_probabilities(view_logits(model, x, "scale"), 0.5), atol=1e-5)
+    assert torch.allclose(predict_probabilities(model, x), model(x).softmax(dim=1), atol=1e-5)
 
 
 def test_a_checkpoint_with_calibration_still_loads_weights_only():
@@ -97,8 +135,13 @@ def test_training_fits_the_temperature_on_its_validation_split():
     assert calibration is not None and calibration["n"] == 64
     assert 0.05 < calibration["temperature"] < 20
     assert calibration["val_ece_after"] <= calibration["val_ece_before"] + 1e-6
+    assert calibration["tta"] == "none"
     no_val = train(TrainConfig(**{**config.to_dict(), "val_size": 0}), TrainingData(images=images, labels=labels))
     assert no_val.calibration is None
+    with_views = train(TrainConfig(**{**config.to_dict(), "tta": "scale"}), TrainingData(images=images, labels=labels))
+    assert with_views.calibration["tta"] == "scale"
+    with pytest.raises(ValueError, match="tta"):
+        TrainConfig(**{**config.to_dict(), "tta": "everything"}).validate()
 
 
 @pytest.mark.slow
