@@ -1,15 +1,18 @@
-# Quick start:  make run   (set up and serve the site on http://127.0.0.1:8000)
+# Quick start:  make run   (set up and serve the site on http://127.0.0.1:8000: HTTP and WebSockets,
+#                          one Granian process; see README "Process layout")
 #               make test  (run the test suite)
 # Production:   make serve (HTTP: Granian, WSGI) + make serve-ws (WebSockets: Daphne) + make worker
-#               (Celery, for training runs); see README "Process layout" and deploy/.
+#               (Celery, for training runs) + make beat (one per deployment: the retraining policy's
+#               schedule); see README "Process layout", "Automatic retraining" and deploy/.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WS_PORT ?= 8001
+BEAT_SCHEDULE ?= media/celerybeat-schedule
 
-.PHONY: setup run serve serve-ws test worker bench clean
+.PHONY: setup run serve serve-ws test worker beat bench clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -22,7 +25,7 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python -m mnistsite.serve ws --host $(HOST) --port $(PORT)
+	$(BIN)/python -m mnistsite.serve site --host $(HOST) --port $(PORT)
 
 serve: setup
 	$(BIN)/python manage.py migrate --noinput
@@ -37,6 +40,10 @@ test: setup
 
 worker: setup
 	$(BIN)/python manage.py worker
+
+beat: setup
+	mkdir -p $(dir $(BEAT_SCHEDULE))
+	$(BIN)/python -m celery -A mnistsite beat --schedule $(BEAT_SCHEDULE) --loglevel info
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -3,11 +3,12 @@
 Starts the site under the chosen server and process layout on 127.0.0.1 with a fresh database and
 media folder (every prediction is stored: a row and the drawing's file), and the Flask + torch
 baseline of ``bench/flask_baseline.py`` (nothing stored). Both get the same request: a 280x280
-canvas PNG with a drawn 7, as the drawing page sends it. Then, for each: concurrency 1 and
-concurrency 16, bounded in requests and seconds. Prints a table, the ratios, and checks that the
-site stored exactly as many predictions as it answered.
+canvas PNG with a drawn 7, as the drawing page sends it — a real pen-drawn one with ``--strokes``
+(the first 7 of a ``strokes.json.gz``, rendered as a browser canvas by ``bench/strokes.py``). Then,
+for each: concurrency 1 and concurrency 16, bounded in requests and seconds. Prints a table, the
+ratios, and checks that the site stored exactly as many predictions as it answered.
 
-    python bench/predict_api.py [--server production|default] [--workers 2]
+    python bench/predict_api.py [--server production|default] [--workers 2] [--strokes PATH]
                                 [--database-url URL] [--requests 2000] [--seconds 15]
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import LoadResult, run_load  # noqa: E402
+from bench.strokes import load_strokes, render, variant_params  # noqa: E402
 from tests.support.drawings import SEVEN, canvas, encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
@@ -33,7 +35,7 @@ TARGETS = {"c1_p50_ms": 5.0, "c1_p99_ms": 15.0, "c16_rps": 500.0, "c16_p99_ms": 
 
 def server_command(server: str, port: int, workers: int) -> list[str]:
     """The site as its operators start it: ``python -m mnistsite.serve`` (what ``make serve`` / ``make run`` run)."""
-    role = {"production": "http", "default": "ws"}[server]
+    role = {"production": "http", "default": "site"}[server]
     return [sys.executable, "-m", "mnistsite.serve", role, "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers)]
 
@@ -50,17 +52,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="production", choices=["production", "default"],
                         help="production: `make serve` (Granian, WSGI, --workers processes); "
-                             "default: `make run` (one Daphne process, HTTP and WebSockets)")
-    parser.add_argument("--workers", type=int, default=2)
+                             "default: `make run` (one Granian ASGI process, HTTP and WebSockets)")
+    parser.add_argument("--workers", type=int, default=2, help="production only (the default run is one process)")
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL server URL; a fresh database is created on it and dropped after "
                              "(default: a fresh SQLite file)")
     parser.add_argument("--requests", type=int, default=2000, help="per run at concurrency 1 (x2 at 16)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time bound per run")
+    parser.add_argument("--strokes", type=Path,
+                        help="send a real pen-drawn 7 from this strokes.json.gz (e.g. ../shared/data/strokes-dev/"
+                             "strokes.json.gz) instead of the drawn test 7")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    body = json.dumps({"image": encode(canvas(SEVEN))}).encode()
+    body = json.dumps({"image": encode(drawing(args.strokes))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
     env = {
@@ -106,6 +111,16 @@ def main() -> None:
                                         indent=2))
 
 
+def drawing(strokes: Path | None):
+    """The canvas both servers get: the test 7, or the first 7 of ``strokes`` drawn as a browser canvas."""
+    if strokes is None:
+        return canvas(SEVEN)
+    samples = load_strokes(strokes)
+    index = next(i for i, sample in enumerate(samples) if sample["label"] == 7)
+    params = variant_params(index, 2)  # variant 2: ink on a transparent canvas, as the drawing page sends it
+    return render(samples[index], **params)
+
+
 def fresh_database(server_url: str | None, tmp: Path):
     """A new, empty database for this run, and a function that removes it."""
     if not server_url:
@@ -138,8 +153,10 @@ def count_predictions(env: dict[str, str]) -> int:
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, LoadResult]], stored: int, answered: int) -> None:
-    print(f"\nPOST /api/predict/ on 127.0.0.1 — site: {args.server}, {args.workers} worker process(es), "
-          f"{'PostgreSQL' if args.database_url else 'SQLite'}; every prediction stored")
+    processes = f"{args.workers} worker process(es)" if args.server == "production" else "one process"
+    print(f"\nPOST /api/predict/ on 127.0.0.1 — site: {args.server}, {processes}, "
+          f"{'PostgreSQL' if args.database_url else 'SQLite'}, {'a real pen-drawn' if args.strokes else 'the test'} 7; "
+          f"every prediction stored")
     print(f"{'':26}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
     for name, label in (("site", "mnistsite"), ("flask", "Flask demo (stores nothing)")):
         for conc, result in results[name].items():

@@ -4,6 +4,9 @@ A labelled prediction (a drawing whose correct digit a person told us) belongs e
 training part or to the *field set*, decided once and for all by a hash of its id: about
 ``TRAINING_FIELD_SET_PERCENT`` percent are field-set drawings. Training never sees them; every new
 version is evaluated on them, next to the MNIST test set.
+
+"Labelled" means the prediction's effective label (``classifier.labels``): staff's label when staff gave
+one, a visitor's only as ``LABELS_VISITOR_AGREEMENT`` allows; a drawing marked "not a digit" is never used.
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ def labelled_drawings(*, part: str) -> Drawings:
     ids: list[int] = []
     labels: list[int] = []
     pixels: list[bytes] = []
-    rows = Prediction.objects.labelled().order_by("id").values_list("id", "label", "input_pixels")
+    usable = Prediction.objects.labelled().filter(not_a_digit=False)  # "not a digit" never trains
+    rows = usable.order_by("id").values_list("id", "label", "input_pixels")
     for pk, label, raw in rows.iterator(chunk_size=2000):
         if in_field_set(pk) != want_field or raw is None:
             continue

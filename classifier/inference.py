@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,7 +32,8 @@ from .models import ModelVersion
 log = logging.getLogger(__name__)
 
 # What a process reads of a version to serve it (and to describe it in answers).
-_VERSION_FIELDS = ("id", "name", "version", "arch", "sha256", "checkpoint", "status", "test_accuracy", "metrics")
+_VERSION_FIELDS = ("id", "name", "version", "arch", "sha256", "checkpoint", "status", "test_accuracy", "metrics",
+                   "activated_at", "shipped")
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,12 @@ class VersionRef:
     sha256: str
     checkpoint: str
     ref: dict[str, Any]  # ModelVersion.as_ref(): the version as JSON
+    vetted: bool = True  # active once, or shipped with the code; False: a fresh candidate
 
     @classmethod
     def of(cls, version: ModelVersion) -> "VersionRef":
         return cls(id=version.pk, name=version.name, version=version.version, arch=version.arch, sha256=version.sha256, checkpoint=str(version.checkpoint),
-                   ref=version.as_ref())
+                   ref=version.as_ref(), vetted=version.activated_at is not None or version.shipped)
 
     @property
     def label(self) -> str:
@@ -67,11 +69,16 @@ class ServingModel:
     loaded_at: float = field(default_factory=time.time)
     temperature: float = 1.0  # the checkpoint's calibration (1 for checkpoints made without one)
     tta: str = "none"  # the checkpoint's test-time views (engine.serving.TTA_VIEWS)
+    threads: int = 1  # torch threads of the calling thread while it predicts (INFERENCE_THREADS)
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """``[N,1,28,28]`` floats in [0,1] -> ``[N,10]`` calibrated probabilities: softmax(logits / T),
         averaged over the checkpoint's test-time views."""
+        # torch's thread count is per thread, and a thread that never set one starts from the last
+        # count set in the process: a training run in this process must not decide it.
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         return predict_probabilities(self.module, x, temperature=self.temperature, tta=self.tta)
 
 
@@ -105,7 +112,6 @@ class InferenceRegistry:
         self._active: VersionRef | None = None
         self._active_checked = float("-inf")
         self._last_good: ServingModel | None = None
-        self._threads_set = False
 
     # ---------------------------------------------------------------- loading
     def load(self, ref: VersionRef) -> ServingModel:
@@ -114,13 +120,16 @@ class InferenceRegistry:
         with self._lock:
             cached = self._models.get(key)
             if cached is not None:
+                if cached.ref != ref:  # the same weights; what the registry says of them now (status, vetted)
+                    cached = self._models[key] = replace(cached, ref=ref)
                 return cached
             failed = self._failures.get(key)
             if failed and time.monotonic() - failed.at < settings.MODEL_RETRY_SECONDS:
                 raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failed.public}")
             try:
                 module, temperature, tta = self._read(ref)
-                serving = ServingModel(ref=ref, module=module, temperature=temperature, tta=tta)
+                serving = ServingModel(ref=ref, module=module, temperature=temperature, tta=tta,
+                                       threads=max(1, int(settings.INFERENCE_THREADS)))
             except (CheckpointError, OSError, ValueError) as exc:
                 failure = Failure.of(exc)
                 self._failures[key] = failure
@@ -133,10 +142,6 @@ class InferenceRegistry:
 
     def _read(self, ref: VersionRef) -> tuple[nn.Module, float, str]:
         """The inference module of a version's checkpoint, its serving temperature and test-time views."""
-        if not self._threads_set:
-            # One thread per process serves single drawings best; scale with processes.
-            torch.set_num_threads(max(1, int(settings.INFERENCE_THREADS)))
-            self._threads_set = True
         checkpoint = checkpoint_read(name=ref.checkpoint, sha256=ref.sha256)
         if checkpoint["arch"] != ref.arch:
             raise CheckpointError(f"checkpoint is a {checkpoint['arch']!r}, the registry says {ref.arch!r}")

@@ -48,7 +48,7 @@ def _usable_or_error(version: ModelVersion) -> None:
 
 
 def _record(action: str, *, to_version: ModelVersion | None, from_version: ModelVersion | None = None,
-            by: User | None = None, reason: str = "", run_id: int | None = None) -> LifecycleEvent:
+            by: User | None = None, reason: str = "", run_id: int | None = None, actor: str = "") -> LifecycleEvent:
     return LifecycleEvent.objects.create(
         action=action,
         from_version=from_version,
@@ -56,6 +56,7 @@ def _record(action: str, *, to_version: ModelVersion | None, from_version: Model
         by=by if by is not None and by.is_authenticated else None,
         reason=reason,
         run_id=run_id,
+        actor=actor[:20],
     )
 
 
@@ -80,6 +81,7 @@ def model_version_register(
     data_fingerprint: str | None = None,
     run_id: int | None = None,
     reason: str = "",
+    actor: str = "",
 ) -> ModelVersion:
     """Create a *candidate* version for a checkpoint file already in storage, and log it.
 
@@ -115,7 +117,8 @@ def model_version_register(
                     notes=notes,
                     created_by=user,
                 )
-                _record("register", to_version=version, from_version=parent, by=user, reason=reason or notes, run_id=run_id)
+                _record("register", to_version=version, from_version=parent, by=user, reason=reason or notes, run_id=run_id,
+                        actor=actor)
                 return version
         except IntegrityError:
             if attempt == 4:
@@ -194,9 +197,11 @@ def model_version_register_file(
 
 def model_version_activate(
     *, version: ModelVersion, by: User | None, reason: str = "", action: str = "activate", run_id: int | None = None,
-    check: bool = True,
+    check: bool = True, actor: str = "",
 ) -> ModelVersion:
-    """Make ``version`` the active one; the previously active version becomes a candidate."""
+    """Make ``version`` the active one; the previously active version becomes a candidate.
+
+    ``actor`` names who acted when no person did (``"policy"``: automatic retraining)."""
     if check:
         _usable_or_error(version)
     try:
@@ -212,7 +217,7 @@ def model_version_activate(
             target.status = ModelVersion.Status.ACTIVE
             target.activated_at = timezone.now()
             target.save(update_fields=["status", "activated_at"])
-            _record(action, to_version=target, from_version=current, by=by, reason=reason, run_id=run_id)
+            _record(action, to_version=target, from_version=current, by=by, reason=reason, run_id=run_id, actor=actor)
     except IntegrityError:
         raise ApplicationError("conflict", "Another activation happened at the same moment; try again.",
                                status=409) from None

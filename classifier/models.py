@@ -1,4 +1,5 @@
-"""The model registry (ModelVersion), its audit log (LifecycleEvent) and every prediction (Prediction)."""
+"""The model registry (ModelVersion), its audit log (LifecycleEvent), every prediction (Prediction) and
+every label a person gave one (Label)."""
 from __future__ import annotations
 
 from typing import Any
@@ -15,6 +16,12 @@ class ModelVersionQuerySet(models.QuerySet):
     def usable(self) -> "ModelVersionQuerySet":
         """Versions that may serve predictions (everything not archived)."""
         return self.exclude(status=ModelVersion.Status.ARCHIVED)
+
+    def in_shadow(self) -> "ModelVersionQuerySet":
+        """Candidates in shadow: they answer live drawings in the background (``classifier.shadow``).
+        Activating a version ends its shadow: one active since it entered is not in shadow any more."""
+        return self.filter(status=ModelVersion.Status.CANDIDATE, shadow_since__isnull=False).filter(
+            Q(activated_at__isnull=True) | Q(activated_at__lt=F("shadow_since")))
 
     def vetted(self) -> "ModelVersionQuerySet":
         """Usable versions that earned a public place: active once, or shipped with the code."""
@@ -49,6 +56,10 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     shipped = models.BooleanField(default=False, help_text="Shipped with the code (training/shipped/).")
+    shadow_since = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="In shadow since then: it answers live drawings in the background, beside the active version.",
+    )
 
     objects = ModelVersionQuerySet.as_manager()
 
@@ -68,6 +79,12 @@ class ModelVersion(models.Model):
     def label(self) -> str:
         return f"{self.name} v{self.version}"
 
+    @property
+    def in_shadow(self) -> bool:
+        """As ``ModelVersion.objects.in_shadow()`` says of this row."""
+        return (self.status == self.Status.CANDIDATE and self.shadow_since is not None
+                and (self.activated_at is None or self.activated_at < self.shadow_since))
+
     def as_ref(self) -> dict[str, Any]:
         """The one JSON shape of "a model version" wherever another object refers to one."""
         return {
@@ -78,7 +95,13 @@ class ModelVersion(models.Model):
 
 class PredictionQuerySet(models.QuerySet):
     def labelled(self) -> "PredictionQuerySet":
+        """Drawings with an effective digit label (what trains and what the statistics count); a drawing
+        marked "not a digit" has none."""
         return self.filter(label__isnull=False)
+
+    def decided(self) -> "PredictionQuerySet":
+        """Drawings whose fate is known: an effective digit label, or marked "not a digit"."""
+        return self.filter(Q(label__isnull=False) | Q(not_a_digit=True))
 
     def correct(self) -> "PredictionQuerySet":
         return self.labelled().filter(label=F("digit"))
@@ -91,22 +114,29 @@ class Prediction(models.Model):
     class Source(models.TextChoices):
         SITE = "site", "site"
         API = "api", "API"
+        IMPORT = "import", "import"  # a labelled drawing brought in from an exported dataset
 
     image = models.FileField(upload_to="drawings/%Y/%m/%d/", max_length=255, help_text="The drawing as received.")
     input_pixels = models.BinaryField(help_text="The 28x28 preprocessed input, 784 bytes (uint8, ink = 255).")
+    input_sha256 = models.CharField(max_length=64, blank=True, db_index=True,
+                                    help_text="sha256 of input_pixels: finds exact duplicates (dataset import).")
     probabilities = models.JSONField(help_text="Ten probabilities, digit 0 first.")
     digit = models.PositiveSmallIntegerField(db_index=True)
     confidence = models.FloatField()
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
     latency_ms = models.FloatField(help_text="Decode + preprocess + model, in milliseconds.")
-    source = models.CharField(max_length=4, choices=Source.choices, default=Source.API)
+    source = models.CharField(max_length=6, choices=Source.choices, default=Source.API)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
     )
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The effective label, derived from the drawing's Label rows by classifier.labels (staff over visitors,
+    # the LABELS_VISITOR_AGREEMENT setting): what trains, what the statistics count.
     label = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True, help_text="The correct digit, as told by a person.")
+    not_a_digit = models.BooleanField(default=False, help_text="A person said this is not a digit: it never trains.")
+    label_by_staff = models.BooleanField(default=False, help_text="The effective label (or 'not a digit') is staff's.")
     labelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -125,14 +155,86 @@ class Prediction(models.Model):
             models.CheckConstraint(
                 condition=Q(label__isnull=True) | Q(label__gte=0, label__lte=9), name="prediction_label_0_9"
             ),
+            models.CheckConstraint(condition=Q(not_a_digit=False) | Q(label__isnull=True),
+                                   name="prediction_not_a_digit_has_no_label"),
         ]
 
     def __str__(self) -> str:
+        if self.not_a_digit:
+            return f"prediction {self.pk}: {self.digit} (not a digit)"
         return f"prediction {self.pk}: {self.digit}" + (f" (labelled {self.label})" if self.label is not None else "")
 
     @property
     def is_correct(self) -> bool | None:
         return None if self.label is None else self.label == self.digit
+
+
+class Label(models.Model):
+    """One person's word on one drawing: a digit, or "not a digit". Never edited; a new word is a new row.
+
+    A drawing may collect several (its client, other visitors, staff); ``classifier.labels`` derives the
+    prediction's effective label from them. ``giver`` tells visitors apart when their labels are compared
+    ("user:<id>", "session:<key>" or "key:<prediction id>" for the holder of the prediction's label key).
+    """
+
+    class Via(models.TextChoices):
+        SESSION = "session", "browser session"
+        LABEL_KEY = "label_key", "label key"
+        ACCOUNT = "account", "account (API token or session)"
+        REVIEW = "review", "review queue"
+        ADMIN = "admin", "admin"
+        IMPORT = "import", "dataset import"
+        BACKFILL = "backfill", "recorded before label provenance"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="labels")
+    digit = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Null when not a digit.")
+    not_a_digit = models.BooleanField(default=False)
+    given_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    by_staff = models.BooleanField(default=False, db_index=True)
+    giver = models.CharField(max_length=64, blank=True, help_text="Who, to tell visitors apart.")
+    via = models.CharField(max_length=10, choices=Via.choices)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(not_a_digit=True, digit__isnull=True) | Q(not_a_digit=False, digit__gte=0, digit__lte=9),
+                name="label_digit_or_not_a_digit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = "not a digit" if self.not_a_digit else str(self.digit)
+        return f"{what} for prediction {self.prediction_id} ({'staff' if self.by_staff else 'visitor'})"
+
+    @property
+    def value(self) -> int | str:
+        """The digit, or ``"x"`` for "not a digit"."""
+        return "x" if self.not_a_digit else int(self.digit)
+
+
+class ShadowPrediction(models.Model):
+    """A shadowed candidate's answer to a live drawing, stored beside the answer the user got."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="shadow_predictions")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadow_predictions")
+    digit = models.PositiveSmallIntegerField()
+    confidence = models.FloatField()
+    probabilities = models.JSONField(help_text="Ten probabilities, digit 0 first.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "version"], name="unique_shadow_prediction_version"),
+            models.CheckConstraint(condition=Q(digit__gte=0, digit__lte=9), name="shadow_prediction_digit_0_9"),
+        ]
+
+    def __str__(self) -> str:
+        return f"shadow answer {self.digit} of version {self.version_id} for prediction {self.prediction_id}"
 
 
 class LifecycleEvent(models.Model):
@@ -144,6 +246,8 @@ class LifecycleEvent(models.Model):
         PROMOTE = "promote", "promoted by the gate"
         ROLLBACK = "rollback", "rolled back"
         ARCHIVE = "archive", "archived"
+        SHADOW = "shadow", "entered shadow"
+        UNSHADOW = "unshadow", "left shadow"
 
     # Actions that change which version is active.
     SWITCHES = (Action.ACTIVATE, Action.PROMOTE, Action.ROLLBACK)
@@ -158,6 +262,8 @@ class LifecycleEvent(models.Model):
         help_text="The version acted on (the newly active one for activations).",
     )
     by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(max_length=20, blank=True,
+                             help_text="'policy' for automatic actions; empty when a person (by) acted")
     # The training run that caused it (register / promote), by id: the registry knows nothing of runs.
     run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     reason = models.TextField(blank=True)

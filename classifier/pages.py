@@ -1,13 +1,16 @@
 """The site's HTML pages: the drawing page and the staff statistics page (and /favicon.ico).
 
 The drawing page is a static shell; everything it shows comes from the JSON API through
-``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors``;
+``static/classifier/draw.js``. The statistics page reads its numbers from ``classifier.selectors`` and
+``classifier.quality`` (quality over time, drawn by ``static/classifier/stats.js``) and ``classifier.shadow``
+(the candidates in shadow);
 its confusion matrix is the site's one table (``classifier.templatetags.confusion``).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponseRedirect
 from django.templatetags.static import static
@@ -15,11 +18,12 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
-from classifier import selectors
+from classifier import quality, selectors, shadow
 from classifier.models import Prediction
 
 DIGITS = range(10)
 GALLERY_SIZE = 24
+QUALITY_DAYS = 60  # the quality-over-time charts cover this many days at most
 
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")
@@ -41,11 +45,18 @@ class StatsPageView(TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         stats = selectors.prediction_stats()
         recent = selectors.recent_predictions(limit=GALLERY_SIZE)
+        checks = [_check_item(check) for check in quality.quality_checks()]
         return super().get_context_data(
             stats=stats,
             accuracy=_percent(stats["accuracy"]),
             per_version=[{**row, "accuracy_percent": _percent(row["accuracy"])} for row in stats["per_version"]],
             gallery=[_gallery_item(prediction) for prediction in recent],
+            quality=quality.quality_over_time(days=QUALITY_DAYS),
+            quality_days=QUALITY_DAYS,
+            quality_checks=checks,
+            quality_warnings=[check for check in checks if check["state"] == "warning"],
+            shadows=[{"version": version, **report.display()} for version, report in shadow.shadow_reports()],
+            shadow_required=settings.PROMOTION_SHADOW_MIN_LABELLED,
             **kwargs,
         )
 
@@ -59,6 +70,16 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
 
 def _percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100.0 * fraction
+
+
+def _check_item(check: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **check,
+        "recent_percent": _percent(check["recent_accuracy"]),
+        "field_percent": _percent(check["field_accuracy"]),
+        "drop_points": _percent(check["drop"]),
+        "margin_points": _percent(check["margin"]),
+    }
 
 
 def _gallery_item(prediction: Prediction) -> dict[str, Any]:

@@ -142,6 +142,7 @@ def lifecycle_event_dict(event: LifecycleEvent) -> dict[str, Any]:
         "from_version": event.from_version.as_ref() if event.from_version else None,
         "to_version": event.to_version.as_ref() if event.to_version else None,
         "by": event.by.get_username() if event.by else None,
+        "actor": event.actor or None,  # "policy" for automatic actions
         "run": event.run_id,
         "reason": event.reason,
         "at": event.at.isoformat() if event.at else None,

@@ -69,6 +69,30 @@ class LabelRequestSerializer(serializers.Serializer):
                                                 "without the predicting session or user).")
 
 
+class ReviewLabelRequestSerializer(StrictSerializer):
+    label = serializers.JSONField(allow_null=True,  # null is refused as invalid_label, with the others
+                                  help_text='The digit drawn, 0-9, or "x": not a digit (it will never train).')
+
+
+class ReviewQueryParamsSerializer(StrictSerializer):
+    skip = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="",
+                                 help_text="Comma-separated ids this reviewer skipped (at most 500).")
+    count = serializers.IntegerField(required=False, min_value=1, max_value=10, default=3,
+                                     help_text="How many drawings to send (the next one and a few to prefetch).")
+
+    def validate_skip(self, value: str) -> list[int]:
+        parts = [part for part in value.split(",") if part.strip()]
+        if len(parts) > 500:
+            raise serializers.ValidationError("At most 500 skipped ids.")
+        try:
+            ids = [int(part) for part in parts]
+        except ValueError:
+            raise serializers.ValidationError("Comma-separated prediction ids.") from None
+        if any(not 0 < pk < 2**63 for pk in ids):
+            raise serializers.ValidationError("Comma-separated prediction ids.")
+        return ids
+
+
 class ModelVersionRefSerializer(serializers.Serializer):
     """The schema of ``ModelVersion.as_ref()``: a model version wherever another object refers to one."""
 
@@ -83,6 +107,8 @@ class ModelVersionRefSerializer(serializers.Serializer):
 
 class ModelAnswerSerializer(serializers.Serializer):
     model_version = ModelVersionRefSerializer()
+    vetted = serializers.BooleanField(help_text="Active once, or shipped with the code; false: a fresh candidate "
+                                                "nobody promoted (shown to staff only).")
     digit = serializers.IntegerField()
     confidence = serializers.FloatField()
     probabilities = serializers.ListField(child=serializers.FloatField(), min_length=10, max_length=10)

@@ -22,7 +22,9 @@ from mnistsite.errors import ApplicationError
 
 from .images import DecodedImage
 from .inference import ServingModel, registry
-from .models import ModelVersion, Prediction
+from .labels import label_record, label_value
+from .models import Label, ModelVersion, Prediction
+from .shadow import shadow_submit
 from engine.preprocessing import EmptyDrawingError, preprocess
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ def _store(decoded: DecodedImage, tensor: torch.Tensor, answer: ModelAnswer, lat
         return Prediction.objects.create(
             image=saved,
             input_pixels=pixels,
+            input_sha256=hashlib.sha256(pixels).hexdigest(),
             probabilities=probabilities,
             digit=answer.digit,
             confidence=probabilities[answer.digit],
@@ -166,6 +169,8 @@ def prediction_create(
     prediction = _store(image, tensor, answer, latency_ms, client, digest)
     if replaces is not None:
         _remove_superseded(replaces, client)
+    if model_version_id is None:  # answered by the active version: the candidates in shadow answer it too
+        shadow_submit([(prediction.pk, tensor)])
     comparisons: list[ModelAnswer] = []
     if compare:
         batch = tensor.unsqueeze(0)
@@ -181,7 +186,9 @@ def _remove_superseded(pk: int, client: Client) -> None:
     owned = Q(session_key=client.session_key) if client.session_key else Q(pk__in=[])
     if client.user is not None and client.user.is_authenticated:
         owned |= Q(user=client.user)
-    superseded = Prediction.objects.filter(owned, pk=pk, label__isnull=True).first()
+    # Never one somebody labelled, even when that label does not count (yet).
+    superseded = Prediction.objects.filter(owned, pk=pk, label__isnull=True, not_a_digit=False,
+                                           labels__isnull=True).first()
     if superseded is not None:
         name = superseded.image.name
         superseded.delete()
@@ -207,6 +214,8 @@ def prediction_create_batch(
                 stored.append(prediction)
                 outcomes.append(PredictionOutcome(prediction=prediction, tensor=tensor, model=model,
                                                   label_key=label_key))
+            if model_version_id is None:
+                shadow_submit([(o.prediction.pk, o.tensor) for o in outcomes])
     except BaseException:
         for prediction in stored:
             default_storage.delete(prediction.image.name)
@@ -214,13 +223,16 @@ def prediction_create_batch(
     return outcomes
 
 
-def prediction_label(*, prediction: Prediction, label: Any, by: AbstractBaseUser | AnonymousUser | None) -> Prediction:
-    """Record the correct digit for a prediction (it becomes a labelled drawing for retraining)."""
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
-        raise ApplicationError("invalid_label", "The label must be a digit from 0 to 9.",
-                               detail={"label": label}, status=400)
-    prediction.label = label
-    prediction.labelled_by = by if by is not None and by.is_authenticated else None
-    prediction.labelled_at = timezone.now()
-    prediction.save(update_fields=["label", "labelled_by", "labelled_at"])
+def prediction_label(
+    *,
+    prediction: Prediction,
+    label: Any,
+    by: AbstractBaseUser | AnonymousUser | None,
+    via: str = Label.Via.ACCOUNT,
+    giver: str = "",
+) -> Prediction:
+    """Record a person's digit for a prediction (``classifier.labels``: staff's label overrides visitors',
+    visitors' labels count as LABELS_VISITOR_AGREEMENT says); the prediction with its effective label."""
+    label_record(prediction=prediction, value=label_value(label, allow_not_a_digit=False), by=by, via=via,
+                 giver=giver)
     return prediction

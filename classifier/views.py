@@ -20,9 +20,11 @@ from rest_framework.views import APIView
 from engine.preprocessing import to_png_bytes
 from mnistsite.parsers import JSONParser
 
-from . import lifecycle
+from . import lifecycle, shadow
+from .labels import label_record
+from .review import review_counts, review_next
 from .filters import PredictionFilter
-from .models import ModelVersion, Prediction
+from .models import Label, LifecycleEvent, ModelVersion, Prediction
 from .selectors import lifecycle_event_dict, lifecycle_events, mnist_random_sample, model_status, prediction_stats
 from .serializers import (
     LabelRequestSerializer,
@@ -34,6 +36,8 @@ from .serializers import (
     PredictionSerializer,
     PredictRequestSerializer,
     ReasonSerializer,
+    ReviewLabelRequestSerializer,
+    ReviewQueryParamsSerializer,
 )
 from .services import (
     Client,
@@ -65,7 +69,7 @@ def _client(request: Request) -> Client:
 def _answer(answer: ModelAnswer) -> dict[str, Any]:
     # Rounded as stored predictions are, the confidence being the answer's own rounded probability.
     probabilities = [round(p, 6) for p in answer.probabilities]
-    return {"model_version": answer.model.ref.as_dict(), "digit": answer.digit,
+    return {"model_version": answer.model.ref.as_dict(), "vetted": answer.model.ref.vetted, "digit": answer.digit,
             "confidence": probabilities[answer.digit], "probabilities": probabilities}
 
 
@@ -154,41 +158,92 @@ class ModelVersionDetailView(generics.RetrieveAPIView):
     queryset = ModelVersion.objects.all()
 
 
+def label_access(request: Request, prediction: Prediction) -> tuple[str, str] | None:
+    """How the caller may label ``prediction`` — ``(via, giver)`` for its Label row — or None.
+
+    Staff, or the client that made the prediction: same signed-in user, whoever holds the prediction's
+    label key (given once in the predict reply), or the same browser session (with a CSRF token)."""
+    user = request.user
+    if user.is_authenticated and (user.is_staff or prediction.user_id == user.pk):
+        return Label.Via.ACCOUNT, f"user:{user.pk}"
+    label_key = request.data.get("label_key") if isinstance(request.data, dict) else None
+    if isinstance(label_key, str) and prediction.label_key_digest and hmac.compare_digest(
+            label_key_digest(label_key), prediction.label_key_digest):
+        return Label.Via.LABEL_KEY, f"key:{prediction.pk}"
+    key = request.session.session_key if hasattr(request, "session") else None
+    if key and prediction.session_key and key == prediction.session_key:
+        # The session cookie is the credential here, so the request must carry a CSRF token too.
+        SessionAuthentication().enforce_csrf(request)
+        return Label.Via.SESSION, f"session:{key}"
+    return None
+
+
 class IsPredictionClientOrStaff(permissions.BasePermission):
-    """Staff, or the client that made the prediction: same signed-in user, same browser session, or
-    whoever holds the prediction's label key (given once in the predict reply)."""
+    """Staff, or the client that made the prediction (see ``label_access``)."""
 
     message = "Only the client that made this prediction (or staff) may label it."
 
     def has_object_permission(self, request: Request, view: Any, obj: Prediction) -> bool:
-        user = request.user
-        if user.is_authenticated and (user.is_staff or obj.user_id == user.pk):
-            return True
-        label_key = request.data.get("label_key") if isinstance(request.data, dict) else None
-        if isinstance(label_key, str) and obj.label_key_digest and hmac.compare_digest(
-                label_key_digest(label_key), obj.label_key_digest):
-            return True
-        key = request.session.session_key if hasattr(request, "session") else None
-        if key and obj.session_key and key == obj.session_key:
-            # The session cookie is the credential here, so the request must carry a CSRF token too.
-            SessionAuthentication().enforce_csrf(request)
-            return True
-        return False
+        return label_access(request, obj) is not None
 
 
 class PredictionLabelView(APIView):
     permission_classes = [IsPredictionClientOrStaff]
 
-    @extend_schema(summary="Tell the correct digit for a prediction", request=LabelRequestSerializer,
+    @extend_schema(summary="Tell the correct digit for a prediction",
+                   description="Recorded with who gave it (staff or visitor). A staff label overrides visitors'; "
+                               "whether a visitor's label counts at once depends on `LABELS_VISITOR_AGREEMENT`. "
+                               "`label` in the answer is the digit given.",
+                   request=LabelRequestSerializer,
                    responses={200: LabelResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         prediction = get_object_or_404(Prediction, pk=pk)
         self.check_object_permissions(request, prediction)
+        via, giver = label_access(request, prediction)
         serializer = LabelRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        prediction = prediction_label(prediction=prediction, label=serializer.validated_data["label"], by=request.user)
-        return Response({"id": prediction.pk, "label": prediction.label, "digit": prediction.digit,
-                         "correct": prediction.label == prediction.digit})
+        label = serializer.validated_data["label"]
+        prediction = prediction_label(prediction=prediction, label=label, by=request.user, via=via, giver=giver)
+        return Response({"id": prediction.pk, "label": label, "digit": prediction.digit,
+                         "correct": label == prediction.digit})
+
+
+# ---------------------------------------------------------------------------- the review queue
+
+REVIEW = inline_serializer("ReviewNext", {
+    "items": drf_serializers.ListField(child=drf_serializers.DictField()),
+    "counts": drf_serializers.DictField(), "models": drf_serializers.DictField(),
+})
+
+
+class ReviewNextView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="The next drawings to label in the review queue (staff)",
+                   parameters=[ReviewQueryParamsSerializer], responses={200: REVIEW, 400: ERROR, 401: ERROR, 403: ERROR})
+    def get(self, request: Request) -> Response:
+        params = ReviewQueryParamsSerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        return Response(review_next(skip=params.validated_data["skip"], count=params.validated_data["count"]))
+
+
+class ReviewLabelView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Label a drawing from the review queue (staff): a digit, or \"x\" for not a digit",
+                   request=ReviewLabelRequestSerializer,
+                   responses={200: inline_serializer("ReviewLabelled", {
+                       "id": drf_serializers.IntegerField(), "label": drf_serializers.IntegerField(allow_null=True),
+                       "not_a_digit": drf_serializers.BooleanField(), "counts": drf_serializers.DictField(),
+                   }), 400: ERROR, 401: ERROR, 403: ERROR, 404: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        prediction = get_object_or_404(Prediction, pk=pk)
+        serializer = ReviewLabelRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        label_record(prediction=prediction, value=serializer.validated_data["label"], by=request.user,
+                     via=Label.Via.REVIEW)
+        return Response({"id": prediction.pk, "label": prediction.label, "not_a_digit": prediction.not_a_digit,
+                         "counts": review_counts()})
 
 
 class PredictionListView(generics.ListAPIView):
@@ -293,3 +348,66 @@ class LifecycleEventListView(APIView):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(lifecycle_events(), request, view=self)
         return paginator.get_paginated_response([lifecycle_event_dict(e) for e in page])
+
+
+# ---------------------------------------------------------------------------- shadow evaluation
+
+SHADOW = inline_serializer("ShadowResult", {
+    "model": ModelVersionSerializer(), "event": drf_serializers.DictField(allow_null=True),
+    "shadow": drf_serializers.DictField(),
+})
+
+
+def _shadow_result(request: Request, version: ModelVersion) -> Response:
+    event = lifecycle_events().filter(to_version=version).first()
+    return Response({
+        "model": ModelVersionSerializer(version, context={"request": request}).data,
+        "event": lifecycle_event_dict(event) if event else None,
+        "shadow": shadow.shadow_report(version).as_dict(),
+    })
+
+
+class ModelShadowView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="A candidate's shadow evaluation: agreement with the active version, accuracy on "
+                   "the drawings labelled since", responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR})
+    def get(self, request: Request, pk: int) -> Response:
+        return _shadow_result(request, get_object_or_404(ModelVersion, pk=pk))
+
+    @extend_schema(summary="Put a candidate in shadow: it answers live drawings in the background, beside the "
+                   "active version", request=ReasonSerializer,
+                   responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        reason = _reason(request)
+        return _shadow_result(request, shadow.shadow_start(version=version, by=request.user, reason=reason))
+
+    @extend_schema(summary="Take a candidate out of shadow (its shadow answers are kept)", request=ReasonSerializer,
+                   responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+    def delete(self, request: Request, pk: int) -> Response:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        reason = _reason(request)
+        return _shadow_result(request, shadow.shadow_stop(version=version, by=request.user, reason=reason))
+
+
+class ModelPromoteView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(summary="Run the promotion gate on a candidate (MNIST test, field set, shadow traffic) and "
+                   "activate it if the gate says so", request=ReasonSerializer,
+                   responses={200: inline_serializer("PromoteResult", {
+                       "promoted": drf_serializers.BooleanField(), "decision": drf_serializers.DictField(),
+                       "model": ModelVersionSerializer(), "event": drf_serializers.DictField(allow_null=True),
+                   }), 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        reason = _reason(request)
+        decision = shadow.shadow_promote(version=version, by=request.user, reason=reason)
+        version.refresh_from_db()
+        event = lifecycle_events().filter(to_version=version, action=LifecycleEvent.Action.PROMOTE).first()
+        return Response({
+            "promoted": decision.promote, "decision": decision.as_dict(),
+            "model": ModelVersionSerializer(version, context={"request": request}).data,
+            "event": lifecycle_event_dict(event) if event and decision.promote else None,
+        })

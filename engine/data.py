@@ -16,6 +16,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,14 +36,20 @@ __all__ = [
     "MnistNotFoundError",
     "MnistResource",
     "MnistSplit",
+    "DATASET_IMAGES",
+    "DATASET_LABELS",
     "download_mnist",
     "file_digests",
+    "idx_bytes",
+    "load_idx_dataset",
     "load_mnist",
     "mnist_available",
     "mnist_fingerprint",
     "mnist_raw_dir",
+    "parse_idx",
     "read_idx",
     "verify_file",
+    "write_idx",
 ]
 
 
@@ -210,6 +217,89 @@ def _parse_idx(buf: bytes, *, source: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def parse_idx(data: bytes, *, source: str = "<bytes>") -> torch.Tensor:
+    """:func:`read_idx` for bytes already in memory (gzip-compressed or plain)."""
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IdxFormatError(f"{source}: corrupt gzip data ({exc})") from exc
+    return _parse_idx(data, source=Path(source))
+
+
+def idx_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor as an IDX file: magic (element type, number of dimensions), big-endian sizes, the data
+    big-endian. Element types: uint8, int8, int16, int32, float32, float64 (those IDX knows)."""
+    array = tensor.detach().cpu().contiguous().numpy()
+    codes = {dtype.newbyteorder("="): code for code, dtype in _IDX_DTYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise IdxFormatError(f"IDX has no element type for {array.dtype}")
+    if array.ndim > 255 or any(size >= 2**32 for size in array.shape):
+        raise IdxFormatError(f"shape {list(array.shape)} does not fit an IDX header")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(_IDX_DTYPES[code], copy=False).tobytes()
+
+
+def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor, *, compress: bool = False) -> Path:
+    """Write ``tensor`` as an IDX file (gzip-compressed with ``compress``), atomically (temp file + rename)."""
+    path = Path(path)
+    data = idx_bytes(tensor)
+    if compress:
+        data = gzip.compress(data, mtime=0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+#: The two IDX files of an exported drawings dataset (optionally with ``.gz``).
+DATASET_IMAGES = "images-idx3-ubyte"
+DATASET_LABELS = "labels-idx1-ubyte"
+
+
+def load_idx_dataset(path: str | os.PathLike[str]) -> MnistSplit:
+    """Load an MNIST-style dataset — a ``.zip`` or a folder holding ``images-idx3-ubyte`` and
+    ``labels-idx1-ubyte`` (either may end in ``.gz``; in a zip, in any one folder), such as the site's
+    export of labelled drawings — as uint8 images ``[N,28,28]`` (ink = 255) and int64 labels ``[N]``::
+
+        images, labels = load_idx_dataset("drawings.zip").tensors
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = {}
+        for name in (DATASET_IMAGES, DATASET_LABELS):
+            candidates = [path / name, path / f"{name}.gz"]
+            hit = next((p for p in candidates if p.is_file()), None)
+            if hit is None:
+                raise MnistNotFoundError(f"{path}: no {name} (or {name}.gz) in this folder")
+            found[name] = hit
+        images, labels = read_idx(found[DATASET_IMAGES]), read_idx(found[DATASET_LABELS])
+        return _checked_split(images, labels, found[DATASET_IMAGES], found[DATASET_LABELS], what=str(path))
+    if not path.is_file():
+        raise MnistNotFoundError(f"{path}: no such file or folder")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise IdxFormatError(f"{path}: not a zip file or a folder ({exc})") from None
+    with archive:
+        members = {}
+        for name in (DATASET_IMAGES, DATASET_LABELS):
+            hits = [m for m in archive.namelist() if m.rsplit("/", 1)[-1] in (name, f"{name}.gz")]
+            if len(hits) != 1:
+                raise MnistNotFoundError(f"{path}: expected one {name} in the zip, found {len(hits)}")
+            members[name] = hits[0]
+        images = parse_idx(archive.read(members[DATASET_IMAGES]), source=f"{path}:{members[DATASET_IMAGES]}")
+        labels = parse_idx(archive.read(members[DATASET_LABELS]), source=f"{path}:{members[DATASET_LABELS]}")
+    return _checked_split(images, labels, Path(members[DATASET_IMAGES]), Path(members[DATASET_LABELS]),
+                          what=str(path))
+
+
 # ------------------------------------------------------------------------ checksums
 
 _CHUNK = 1 << 20
@@ -277,6 +367,11 @@ class MnistSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)``."""
+        return self.images, self.labels
+
 
 def _not_found_message(raw: Path, detail: str) -> str:
     return (
@@ -320,6 +415,12 @@ def load_mnist(
 
     images = read_idx(images_path)
     labels = read_idx(labels_path)
+    return _checked_split(images, labels, images_path, labels_path, what=f"{split} split")
+
+
+def _checked_split(images: torch.Tensor, labels: torch.Tensor, images_path: Path, labels_path: Path, *,
+                   what: str) -> MnistSplit:
+    """uint8 ``[N,28,28]`` images and uint8 ``[N]`` labels in 0..9, as a :class:`MnistSplit`."""
     if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (
         IMAGE_SIZE,
         IMAGE_SIZE,
@@ -335,7 +436,7 @@ def load_mnist(
         )
     if images.shape[0] != labels.shape[0]:
         raise IdxFormatError(
-            f"{split} split: {images.shape[0]} images but {labels.shape[0]} labels "
+            f"{what}: {images.shape[0]} images but {labels.shape[0]} labels "
             f"({images_path.name}, {labels_path.name})"
         )
     if labels.numel() and int(labels.max()) >= NUM_CLASSES:

@@ -9,10 +9,22 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Loss and accuracy per epoch (train vs validation) and the learning rate, side by side."""
+    """Loss and accuracy per epoch (train vs validation) and the learning rate, side by side (a PNG)."""
+    fig = history_figure(history, title=title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def history_figure(history: list[dict[str, Any]], *, title: str = "") -> Figure:
+    """The figure ``plot_history`` saves; epochs are whole numbers, so are the ticks of its x axes."""
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     ax = axes[0]
@@ -30,13 +42,13 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str 
     ax = axes[2]
     ax.plot(epochs, [h["lr"] for h in history], "o-", color="tab:green")
     ax.set(title="learning rate (end of epoch)", xlabel="epoch")
+    for ax in axes:
+        if epochs:  # half an epoch of room either side, so even one epoch gets a whole-number tick
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_predictions(

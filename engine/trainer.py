@@ -6,9 +6,10 @@ is checked between batches.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -103,6 +104,29 @@ def recipe(arch: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
+# How a version is fine-tuned on MNIST plus the drawings users corrected (runs with a base version),
+# over its architecture's recipe (augmentation, habits, test-time views stay the recipe's): two
+# epochs at a peak learning rate of ``FINETUNE_LR_FACTOR`` times the recipe's, on the first
+# ``FINETUNE_MNIST_LIMIT`` MNIST images (2,000 of them the validation split) as rehearsal beside the
+# drawings, each repeated ``extra_repeat`` times per epoch (so with a few thousand corrections about
+# half of what it sees are drawings). Chosen to keep a fine-tune within minutes on 2 CPU cores, not
+# yet tuned: measure changes leave-one-writer-group-out on the real pen-drawn development digits
+# (label three groups, score on the fourth) with bench/learning_from_corrections.py; the figures so
+# far are in the README's "Learning from corrections".
+FINETUNE: dict[str, Any] = dict(epochs=2, extra_repeat=4, val_size=2000)
+FINETUNE_LR_FACTOR = 0.3
+FINETUNE_MNIST_LIMIT: int | None = 10_000  # the first N MNIST training images a fine-tune sees
+
+
+def finetune_recipe(arch: str, **overrides: Any) -> TrainConfig:
+    """The default config for fine-tuning a version of ``arch``, with explicit overrides (None = keep)."""
+    base = {"arch": arch, **RECIPES.get(arch, {})}
+    lr = base.get("lr", TrainConfig.lr) * FINETUNE_LR_FACTOR
+    values = {**base, **FINETUNE, "lr": lr}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
 @dataclass
 class TrainingData:
     """What a run trains on: MNIST (uint8 ``[N,28,28]``) plus optional labelled user drawings."""
@@ -165,9 +189,22 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+@contextlib.contextmanager
+def own_random_state(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global generator(s) seeded for one run, and put back as they were when it ends.
+
+    Weight initialisation and dropout draw from torch's global generator (they take no generator of
+    their own), so a run seeds it and hands it back untouched; everything else the trainer draws (the
+    validation split, the shuffles, the augmentation) comes from its own ``torch.Generator``s, and
+    Python's ``random`` is never used. The global generator is process-wide: a draw from it in another
+    thread while a run trains would change that run's dropout masks (nothing in the site draws from it).
+    """
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
+        yield
 
 
 def split_validation(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,14 +223,30 @@ def train(
     should_cancel: CancelCheck | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train a network per ``config``; ``init_state`` fine-tunes from existing weights."""
+    """Train a network per ``config``; ``init_state`` fine-tunes from existing weights.
+
+    The same config and data give the same run; the caller's random state (Python's ``random``, torch's
+    global generators) is the same after it as before.
+    """
     config.validate()
+    device = resolve_device(config.device)
+    with own_random_state(config.seed, device):
+        return _train(config, data, device, callback=callback, should_cancel=should_cancel, init_state=init_state)
+
+
+def _train(
+    config: TrainConfig,
+    data: TrainingData,
+    device: torch.device,
+    *,
+    callback: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+    init_state: dict[str, torch.Tensor] | None,
+) -> TrainResult:
     emit = callback or (lambda event: None)
     cancelled = should_cancel or (lambda: False)
     started = time.perf_counter()
-    device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    seed_everything(config.seed)
 
     # ---- data, all on the device
     train_idx, val_idx = split_validation(len(data.labels), config.val_size, config.seed)
@@ -248,6 +301,7 @@ def train(
         "type": "start", "arch": config.arch, "device": str(device), "precision": precision,
         "epochs": config.epochs, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
         "train_size": n_train, "val_size": len(y_val), "num_parameters": count_parameters(model),
+        "threads": torch.get_num_threads(),  # torch's intra-op threads in the thread that trains
     })
 
     history: list[dict[str, Any]] = []

@@ -1,12 +1,18 @@
-"""The production entry point: ``python -m mnistsite.serve http|ws [--host H] [--port P] [--workers N]``.
+"""The entry point of every server: ``python -m mnistsite.serve site|http|ws [--host H] [--port P] [--workers N]``.
 
-``http``: Granian running Django's WSGI handler, one worker per core by default, one blocking thread
-per worker (a request's CPU work is the prediction; more threads per worker only contend for the
-same core). ``ws``: Daphne running the ASGI application for the dashboard's WebSockets (it also
-answers HTTP). A reverse proxy routes ``/ws/`` to ``ws`` and the rest to ``http``.
+``site`` (``make run``): everything in one process — HTTP and the dashboard's WebSockets — with
+Granian running the ASGI application (``mnistsite.asgi``, no lifespan protocol). Its HTTP requests
+run on ``HTTP_THREADS`` long-lived threads (default 1), each in one call from middleware to view
+(``mnistsite.handlers``), not handed to a thread and back for every middleware (README: "The default
+run's speed").
 
-``make serve`` / ``make serve-ws``, the process-manager examples in ``deploy/`` and the benchmarks
-start the site through this module, so what is measured is what runs. It replaces itself with the
+Production: ``http``: Granian running Django's WSGI handler, one worker per core by default, one
+blocking thread per worker (a request's CPU work is the prediction; more threads per worker only
+contend for the same core). ``ws``: Daphne running the ASGI application for the dashboard's
+WebSockets (it also answers HTTP). A reverse proxy routes ``/ws/`` to ``ws`` and the rest to ``http``.
+
+``make run``, ``make serve`` / ``make serve-ws``, the process-manager examples in ``deploy/`` and the
+benchmarks start the site through this module, so what is measured is what runs. It replaces itself with the
 server process (``exec``), so signals from a process manager reach the server directly.
 """
 from __future__ import annotations
@@ -28,22 +34,41 @@ def http_command(*, host: str, port: int, workers: int) -> list[str]:
     ]
 
 
+def site_command(*, host: str, port: int) -> list[str]:
+    # One worker: the in-memory channel layer, the cache and training threads live in one process.
+    return [
+        str(BIN / "granian"), "--interface", "asginl", "--host", host, "--port", str(port), "--workers", "1",
+        "--log-level", os.environ.get("SERVE_LOG_LEVEL", "warning"), "mnistsite.asgi:application",
+    ]
+
+
 def ws_command(*, host: str, port: int) -> list[str]:
     # Access logs are the proxy's job (as with Granian, which writes none); SERVE_ACCESS_LOG=- turns them on.
     access_log = os.environ.get("SERVE_ACCESS_LOG", os.devnull)
-    return [str(BIN / "daphne"), "-b", host, "-p", str(port), "-v", "1", "--access-log", access_log,
-            "mnistsite.asgi:application"]
+    # A listen backlog for bursts of socket handshakes (a dashboard's viewers reconnecting after a
+    # restart): Twisted's default of 50 drops connections when hundreds arrive at once.
+    backlog = int(os.environ.get("WS_LISTEN_BACKLOG", 1024))
+    interface = host.replace(":", "\\:")  # Twisted's endpoint syntax escapes the colons of IPv6 addresses
+    endpoint = f"tcp:port={port}:interface={interface}:backlog={backlog}"
+    # A handshake waits for its consumer to join the groups: under a burst that can take longer than
+    # Daphne's default 5 s, after which it would drop the connection unanswered.
+    connect_timeout = os.environ.get("WS_CONNECT_TIMEOUT", "30")
+    return [str(BIN / "daphne"), "-e", endpoint, "--websocket_connect_timeout", connect_timeout, "-v", "1",
+            "--access-log", access_log, "mnistsite.asgi:application"]
 
 
 def command(argv: Sequence[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(prog="python -m mnistsite.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("role", choices=["http", "ws"], help="http: the site and API (Granian, WSGI); "
-                                                           "ws: the dashboard's WebSockets (Daphne, ASGI)")
+    parser.add_argument("role", choices=["site", "http", "ws"],
+                        help="site: HTTP and WebSockets in one process (Granian, ASGI; `make run`); "
+                             "http: the site and API (Granian, WSGI); ws: the dashboard's WebSockets (Daphne, ASGI)")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_WORKERS", 0)) or os.cpu_count() or 1,
                         help="http only: worker processes (default WEB_WORKERS, else one per core)")
     args = parser.parse_args(argv)
+    if args.role == "site":
+        return site_command(host=args.host, port=args.port)
     if args.role == "http":
         return http_command(host=args.host, port=args.port, workers=args.workers)
     return ws_command(host=args.host, port=args.port)

@@ -4,6 +4,7 @@ The defaults give a safe single-process development run: SQLite, no external ser
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -262,8 +263,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5}
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-# torch threads in each worker process (0: torch's default, all cores).
-TRAINING_TORCH_THREADS = int(os.environ.get("TRAINING_TORCH_THREADS", 0))
+# torch threads a run trains with, set in the thread that trains it (a Celery worker's, or the thread
+# executor's beside the server's request threads, which keep INFERENCE_THREADS). 0: every core this
+# process may run on.
+TRAINING_TORCH_THREADS = int(os.environ.get("TRAINING_TORCH_THREADS", 0)) or (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 # A running run writes a heartbeat this often; one silent for TRAINING_HEARTBEAT_TIMEOUT seconds is
 # marked failed by the reaper (web requests listing runs, every worker, `manage.py reap_runs`).
 TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", 5))
@@ -278,9 +283,72 @@ TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECOND
 # The field set: this share of labelled drawings (chosen by a hash of the prediction id) is held out
 # of training and used only to evaluate versions.
 TRAINING_FIELD_SET_PERCENT = int(os.environ.get("TRAINING_FIELD_SET_PERCENT", 20))
+# Visitors' labels: "none" (a visitor's label trains as soon as it is given), "staff" (only once staff
+# labelled the drawing: staff's label is the one that counts) or "two" (two different visitors gave the
+# same label). A staff label always overrides visitors'. After changing it: `manage.py recompute_labels`.
+LABELS_VISITOR_AGREEMENT = os.environ.get("LABELS_VISITOR_AGREEMENT", "none")
+if LABELS_VISITOR_AGREEMENT not in {"none", "staff", "two"}:
+    raise ImproperlyConfigured("LABELS_VISITOR_AGREEMENT must be one of: none, staff, two")
+# The review queue asks the active version and the newest candidate for their answers on this many
+# drawings at its head (in memory, nothing stored) and moves those they disagree on forward.
+REVIEW_OPINION_WINDOW = int(os.environ.get("REVIEW_OPINION_WINDOW", 32))
 # Promotion gate: a candidate may be this much (accuracy, 0..1) below the active version and still pass.
 PROMOTION_MARGIN_MNIST = float(os.environ.get("PROMOTION_MARGIN_MNIST", 0.0))
 PROMOTION_MARGIN_FIELD = float(os.environ.get("PROMOTION_MARGIN_FIELD", 0.0))
+# Significance level of the gate's paired (McNemar) test on each evidence set.
+PROMOTION_ALPHA = float(os.environ.get("PROMOTION_ALPHA", 0.05))
+if not 0.0 < PROMOTION_ALPHA < 1.0:
+    raise ImproperlyConfigured("PROMOTION_ALPHA must be between 0 and 1, e.g. 0.05")
+# Automatic retraining (training.policy): once RETRAIN_POLICY_MIN_LABELS drawings got a usable label since
+# the last automatic run, fine-tune the active version (the fine-tune recipe, RETRAIN_POLICY_RUN_OPTIONS
+# over it: a JSON object of retrain options); its result enters shadow, and once it answered
+# RETRAIN_POLICY_SHADOW_MIN_LABELS drawings that were then labelled, the gate decides. Staff change both
+# thresholds and pause the policy in the admin (the values here are the defaults of the policy's row).
+# The check runs every RETRAIN_POLICY_INTERVAL_SECONDS: from Celery beat (`make beat`) where runs go to
+# Celery workers, else in a thread of each serving process (RETRAIN_POLICY_SCHEDULER: beat, thread, off).
+RETRAIN_POLICY_ENABLED = env_bool("RETRAIN_POLICY_ENABLED", True)
+RETRAIN_POLICY_MIN_LABELS = int(os.environ.get("RETRAIN_POLICY_MIN_LABELS", 200))
+RETRAIN_POLICY_SHADOW_MIN_LABELS = int(os.environ.get("RETRAIN_POLICY_SHADOW_MIN_LABELS", 100))
+RETRAIN_POLICY_INTERVAL_SECONDS = float(os.environ.get("RETRAIN_POLICY_INTERVAL_SECONDS", 60))
+RETRAIN_POLICY_SCHEDULER = os.environ.get("RETRAIN_POLICY_SCHEDULER") or (
+    "beat" if TRAINING_EXECUTOR == "celery" else "thread")
+if RETRAIN_POLICY_SCHEDULER not in {"beat", "thread", "off"}:
+    raise ImproperlyConfigured(f"RETRAIN_POLICY_SCHEDULER must be beat, thread or off, got {RETRAIN_POLICY_SCHEDULER!r}")
+try:
+    RETRAIN_POLICY_RUN_OPTIONS = json.loads(os.environ.get("RETRAIN_POLICY_RUN_OPTIONS") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured(f"RETRAIN_POLICY_RUN_OPTIONS must be a JSON object: {exc}") from None
+if not isinstance(RETRAIN_POLICY_RUN_OPTIONS, dict):
+    raise ImproperlyConfigured("RETRAIN_POLICY_RUN_OPTIONS must be a JSON object, e.g. {\"epochs\": 1}")
+# Celery beat sends the policy's check to the training queue; a check not taken within one interval
+# (the worker was training) expires: the next one comes anyway.
+CELERY_IMPORTS = ("training.policy_schedule",)
+CELERY_BEAT_SCHEDULE = {
+    "retrain-policy": {
+        "task": "training.policy_check",
+        "schedule": RETRAIN_POLICY_INTERVAL_SECONDS,
+        "options": {"queue": TRAINING_QUEUE, "expires": RETRAIN_POLICY_INTERVAL_SECONDS},
+    },
+}
+# Shadow evaluation (classifier.shadow): when > 0, the gate refuses a candidate in shadow until its
+# shadow answers cover this many labelled drawings, and any loss on them (significantly worse, or below
+# the active version's accuracy minus PROMOTION_MARGIN_FIELD). 0: shadow traffic is evidence, not required.
+PROMOTION_SHADOW_MIN_LABELLED = int(os.environ.get("PROMOTION_SHADOW_MIN_LABELLED", 0))
+# Drawings waiting for the shadowed candidates, per server process: when full, new ones are dropped
+# (and counted), never waited for. The worker waits SHADOW_LINGER_SECONDS after a drawing arrives, then
+# takes what is queued, up to SHADOW_BATCH_MAX at a time: fewer, larger batches when traffic is heavy.
+SHADOW_QUEUE_SIZE = int(os.environ.get("SHADOW_QUEUE_SIZE", 256))
+SHADOW_BATCH_MAX = int(os.environ.get("SHADOW_BATCH_MAX", 64))
+SHADOW_LINGER_SECONDS = float(os.environ.get("SHADOW_LINGER_SECONDS", 0.1))
+# The shadow worker's CPU budget: at most this share of one core per server process (it rests after
+# each batch); under heavy traffic it answers a sample of the drawings, the rest are dropped and counted.
+SHADOW_CPU_SHARE = float(os.environ.get("SHADOW_CPU_SHARE", 0.05))
+# The shadow worker thread's niceness (Linux: per thread), so request threads come first on a busy CPU.
+SHADOW_NICE = int(os.environ.get("SHADOW_NICE", 10))
+# Quality over time (stats page): warn when accuracy on a version's last QUALITY_WINDOW labelled
+# drawings is below its field-set accuracy by more than QUALITY_WARNING_MARGIN (accuracy, 0..1).
+QUALITY_WINDOW = int(os.environ.get("QUALITY_WINDOW", 200))
+QUALITY_WARNING_MARGIN = float(os.environ.get("QUALITY_WARNING_MARGIN", 0.02))
 
 LOGGING = {
     "version": 1,

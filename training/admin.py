@@ -1,4 +1,4 @@
-"""Admin for training runs: start, cancel, follow.
+"""Admin for training runs (start, cancel, follow) and the automatic retraining policy (thresholds, pause).
 
 Runs are records: nothing on them is editable. Starting and cancelling go through the services, like
 the API does. The HTML of the read-only fields is in templates (``admin/training/display/`` and the
@@ -6,6 +6,7 @@ registry's shared ``admin/classifier/display/``).
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -16,10 +17,12 @@ from django.utils.safestring import SafeString
 
 from classifier.admin import display
 from classifier.admin.display import admin_change_link, render_fragment
+from classifier.promotion import decision_rows
 from mnistsite.errors import ApplicationError
 
 from .forms import StartRunForm
-from .models import TrainingRun
+from .models import RetrainPolicy, RetrainPolicyEvent, TrainingRun
+from .policy import policy_get, policy_pause, policy_resume, policy_status, policy_update
 from .services import training_run_cancel, training_run_start
 
 DISPLAY = "admin/training/display/"
@@ -29,22 +32,23 @@ DISPLAY = "admin/training/display/"
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("id", "status_badge", "arch_name", "progress_percent", "epochs_done", "created_by", "created_at",
                     "finished_at", "result_link", "promoted")
-    list_filter = ("status", "executor", "promote")
+    list_filter = ("status", "trigger", "executor", "promote")
     list_select_related = ("created_by", "result_version")
     search_fields = ("id__exact", "created_by__username", "error")
     change_list_template = "admin/training/trainingrun_change_list.html"
     actions = ("cancel_selected",)
     fieldsets = (
         (None, {"fields": ("status_badge", "progress_bar", "error", "cancel_requested", "result_link",
-                           "promotion_reason", "base_link")}),
+                           "promotion_reason", "promotion_evidence", "base_link")}),
         ("Results", {"fields": ("metrics_table", "field_confusion", "epochs_table")}),
-        ("Run", {"fields": ("config_json", "data_fingerprint", "data_json", "executor", "worker", "device",
+        ("Run", {"fields": ("trigger", "config_json", "data_fingerprint", "data_json", "executor", "worker", "device",
                             "created_by", "created_at", "started_at", "heartbeat_at", "finished_at")}),
         ("Log", {"fields": ("log_text",)}),
     )
     readonly_fields = (
-        "status_badge", "progress_bar", "error", "cancel_requested", "result_link", "promotion_reason", "base_link",
-        "metrics_table", "field_confusion", "epochs_table", "config_json", "data_fingerprint", "data_json",
+        "status_badge", "progress_bar", "error", "cancel_requested", "result_link", "promotion_reason",
+        "promotion_evidence", "base_link",
+        "metrics_table", "field_confusion", "epochs_table", "trigger", "config_json", "data_fingerprint", "data_json",
         "executor", "worker", "device", "created_by", "created_at", "started_at", "heartbeat_at", "finished_at",
         "log_text",
     )
@@ -129,6 +133,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def promotion_reason(self, obj: TrainingRun) -> str | None:
         return (obj.promotion or {}).get("reason")
 
+    @admin.display(description="gate's evidence")
+    def promotion_evidence(self, obj: TrainingRun) -> SafeString | None:
+        figures = ((obj.promotion or {}).get("gate") or {}).get("figures")
+        rows = decision_rows(figures)
+        if not rows:
+            return None
+        return render_fragment("admin/classifier/display/gate_evidence.html", rows=rows,
+                               rule_text=figures.get("rule_text"), alpha=figures.get("alpha"))
+
     @admin.display(description="progress")
     def progress_bar(self, obj: TrainingRun) -> SafeString:
         return render_fragment(
@@ -177,3 +190,90 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.2%}"
+
+
+# ---------------------------------------------------------------------------- the retraining policy
+
+
+@admin.register(RetrainPolicy)
+class RetrainPolicyAdmin(admin.ModelAdmin):
+    """One row: its list opens the row. Saving goes through the policy's services (audit log included)."""
+
+    fieldsets = (
+        (None, {"fields": ("status_line", "paused", "pause_reason", "min_new_labels", "shadow_min_labels")}),
+        ("State", {"fields": ("last_run_link", "decided_run_link", "label_watermark", "last_checked_at",
+                              "last_outcome", "schedule")}),
+        ("Recent actions", {"fields": ("recent_events",)}),
+    )
+    readonly_fields = ("status_line", "last_run_link", "decided_run_link", "label_watermark", "last_checked_at",
+                       "last_outcome", "schedule", "recent_events")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: RetrainPolicy | None = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        policy = policy_get()
+        return HttpResponseRedirect(reverse("admin:training_retrainpolicy_change", args=[policy.pk]))
+
+    def save_model(self, request: HttpRequest, obj: RetrainPolicy, form, change: bool) -> None:
+        try:
+            if "paused" in form.changed_data:
+                if obj.paused:
+                    policy_pause(by=request.user, reason=obj.pause_reason)
+                else:
+                    policy_resume(by=request.user, reason=obj.pause_reason)
+            policy_update(by=request.user, min_new_labels=obj.min_new_labels, shadow_min_labels=obj.shadow_min_labels)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+
+    @admin.display(description="status")
+    def status_line(self, obj: RetrainPolicy) -> str:
+        return policy_status(obj)
+
+    @admin.display(description="latest automatic run")
+    def last_run_link(self, obj: RetrainPolicy) -> SafeString | None:
+        return admin_change_link(obj.last_run, f"run {obj.last_run.pk} ({obj.last_run.status})") if obj.last_run else None
+
+    @admin.display(description="latest settled run")
+    def decided_run_link(self, obj: RetrainPolicy) -> SafeString | None:
+        return admin_change_link(obj.decided_run, f"run {obj.decided_run.pk}") if obj.decided_run else None
+
+    @admin.display(description="schedule")
+    def schedule(self, obj: RetrainPolicy) -> str:
+        where = {"beat": "by Celery beat (make beat)", "thread": "by a thread of each serving process",
+                 "off": "by nothing (RETRAIN_POLICY_SCHEDULER=off)"}[settings.RETRAIN_POLICY_SCHEDULER]
+        return f"checked every {settings.RETRAIN_POLICY_INTERVAL_SECONDS:g} s {where}"
+
+    @admin.display(description="latest actions")
+    def recent_events(self, obj: RetrainPolicy) -> SafeString | None:
+        events = list(RetrainPolicyEvent.objects.select_related("by", "run", "version")[:20])
+        if not events:
+            return None
+        return render_fragment(DISPLAY + "policy_events.html", events=events)
+
+
+@admin.register(RetrainPolicyEvent)
+class RetrainPolicyEventAdmin(admin.ModelAdmin):
+    """The policy's audit log: read-only."""
+
+    list_display = ("at", "action", "who", "run", "version", "reason")
+    list_filter = ("action", "actor")
+    list_select_related = ("by", "run", "version")
+    search_fields = ("reason", "by__username")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RetrainPolicyEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: RetrainPolicyEvent | None = None) -> bool:
+        return False  # an audit log is append-only
+
+    @admin.display(description="by")
+    def who(self, obj: RetrainPolicyEvent) -> str:
+        return obj.actor or getattr(obj.by, "username", "") or ""

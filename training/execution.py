@@ -7,11 +7,14 @@ A worker that dies before that transaction leaves no version row; the reaper mar
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
+import torch
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -29,6 +32,7 @@ from mnistsite.errors import ApplicationError
 
 from . import events
 from .models import TrainingRun
+from .policy_shadow import POLICY, policy_candidate_to_shadow
 from .reaper import RUN_CHECKPOINTS
 from .reporting import CancelFlag, Heartbeat, RunReporter, append_lines, append_log
 
@@ -45,15 +49,6 @@ def _finish(run_id: int, status: str, *, error: str = "", line: str) -> bool:
     if updated:
         events.publish_lifecycle(run_id, {"status": status, "error": error or None})
     return bool(updated)
-
-
-def training_run_fail_to_queue(*, run_id: int, error: str) -> None:
-    """The executor could not take the run (e.g. the broker is unreachable)."""
-    updated = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.FAILED, error=error, finished_at=timezone.now(), log=append_log(error)
-    )
-    if updated:
-        events.publish_lifecycle(run_id, {"status": TrainingRun.Status.FAILED, "error": error})
 
 
 def training_run_fail_to_queue(*, run_id: int, error: str) -> None:
@@ -133,8 +128,29 @@ def _train(run: TrainingRun, reporter: RunReporter, cancel: CancelFlag):
     return trained, fingerprint, field
 
 
+@contextlib.contextmanager
+def training_threads() -> Iterator[int]:
+    """``TRAINING_TORCH_THREADS`` torch threads for the calling thread while a run trains in it.
+
+    torch's thread count belongs to each thread (a thread that never sets one starts from the last
+    count set anywhere in the process): the server's request threads keep ``INFERENCE_THREADS``, the
+    thread that trains gets the training budget, and the count it had is put back afterwards.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, settings.TRAINING_TORCH_THREADS))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def training_run_execute(*, run_id: int) -> None:
     """Run a queued training run to its end. Safe to call twice: only one caller can claim a run."""
+    with training_threads():
+        _execute(run_id)
+
+
+def _execute(run_id: int) -> None:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     now = timezone.now()
     claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
@@ -148,6 +164,7 @@ def training_run_execute(*, run_id: int) -> None:
     events.publish_lifecycle(run_id, {"status": TrainingRun.Status.RUNNING, "worker": worker})
     active_at_start = ModelVersion.objects.active().first()
     reporter = RunReporter(run_id)
+    reporter.log(f"training with {torch.get_num_threads()} torch threads (TRAINING_TORCH_THREADS)")
     stored: str | None = None
     with Heartbeat(run_id) as heartbeat:
         cancel = CancelFlag(run_id, reporter, heartbeat)
@@ -205,6 +222,7 @@ def _register(
         "started_from": "version" if base else "scratch",
         "active_at_start": active_at_start.pk if active_at_start else None,
     }
+    automatic = run.trigger == TrainingRun.Trigger.POLICY
     with transaction.atomic():
         row = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if row.status != TrainingRun.Status.RUNNING:
@@ -217,6 +235,7 @@ def _register(
             notes=f"Trained by run {run.pk}, {started_from}"
             + (f" (active version at the start: {active_at_start.label})." if active_at_start and not base else "."),
             training=lineage, data_fingerprint=fingerprint, run_id=row.pk, reason=f"trained by run {run.pk}",
+            actor=POLICY if automatic else "",
         )
         promoted = False
         reason = decision.reason
@@ -247,4 +266,9 @@ def _register(
         "test_accuracy": checkpoint["metrics"].get("test_accuracy"),
         "field_accuracy": checkpoint["metrics"].get("field_accuracy"),
     })
+    if automatic:  # the retraining policy's run: its version answers live drawings in shadow from now on
+        try:
+            version = policy_candidate_to_shadow(run=run, version=version)
+        except Exception:  # the run succeeded all the same; the policy's next check tries again
+            log.exception("run %s: %s could not enter shadow", run.pk, version.label)
     return version

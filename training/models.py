@@ -1,7 +1,8 @@
-"""Training runs: what was asked, how far it got, what it produced."""
+"""Training runs: what was asked, how far it got, what it produced; the automatic retraining policy."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -34,6 +35,10 @@ class TrainingRun(models.Model):
         THREAD = "thread", "server thread"
         INLINE = "inline", "inline"
 
+    class Trigger(models.TextChoices):
+        PERSON = "person", "started by a person"
+        POLICY = "policy", "automatic retraining policy"
+
     # what was asked
     config = models.JSONField(help_text="The validated run config, including the full training config.")
     base_version = models.ForeignKey(
@@ -42,6 +47,10 @@ class TrainingRun(models.Model):
     )
     promote = models.BooleanField(default=False, help_text="Promote the result if it passes the gate.")
     executor = models.CharField(max_length=10, choices=Executor.choices)
+    trigger = models.CharField(
+        max_length=10, choices=Trigger.choices, default=Trigger.PERSON, db_index=True,
+        help_text="Who asked for it: a person (API, admin, dashboard) or the automatic retraining policy.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_runs"
     )
@@ -110,3 +119,90 @@ class TrainingRun(models.Model):
     @property
     def group_name(self) -> str:
         return f"training.run.{self.pk}"
+
+
+def _policy_min_new_labels() -> int:
+    return settings.RETRAIN_POLICY_MIN_LABELS
+
+
+def _policy_shadow_min_labels() -> int:
+    return settings.RETRAIN_POLICY_SHADOW_MIN_LABELS
+
+
+class RetrainPolicy(models.Model):
+    """The automatic retraining policy: one row (``pk=1``), created on first use from the settings.
+
+    Its cycle: enough new labels -> a fine-tune of the active version -> the result in shadow -> the
+    gate decides on the shadow evidence -> promoted, or left as a candidate with the gate's reason.
+    The steps are in ``training.policy``; staff edit the thresholds and pause it in the admin.
+    """
+
+    SINGLETON = 1
+
+    paused = models.BooleanField(default=False, help_text="Paused: the policy takes no action until resumed.")
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+    min_new_labels = models.PositiveIntegerField(
+        default=_policy_min_new_labels, validators=[MinValueValidator(1)],
+        help_text="Queue a fine-tune once this many drawings got a usable label since the last automatic run.",
+    )
+    shadow_min_labels = models.PositiveIntegerField(
+        default=_policy_shadow_min_labels, validators=[MinValueValidator(1)],
+        help_text="Ask the gate once the candidate in shadow has answered this many drawings that were then labelled.",
+    )
+    label_watermark = models.BigIntegerField(
+        default=0, help_text="The newest label (Label id) already counted: labels after it are new.",
+    )
+    last_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The policy's latest automatic run.",
+    )
+    decided_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The latest automatic run whose outcome the policy has settled (promoted, kept as a candidate, failed).",
+    )
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.TextField(blank=True, help_text="What the latest check found or did.")
+
+    class Meta:
+        verbose_name = "retraining policy"
+        verbose_name_plural = "retraining policy"
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="retrain_policy_singleton")]
+
+    def __str__(self) -> str:
+        return "automatic retraining policy"
+
+
+class RetrainPolicyEvent(models.Model):
+    """The policy's audit log: everything it did by itself (actor "policy") and what staff did to it."""
+
+    class Action(models.TextChoices):
+        QUEUED = "queued", "queued a run"
+        SHADOW = "shadow", "put the result in shadow"
+        PROMOTED = "promoted", "promoted the result"
+        KEPT = "kept", "left the result a candidate"
+        FAILED = "failed", "the run ended without a version"
+        PAUSED = "paused", "paused"
+        RESUMED = "resumed", "resumed"
+        CHANGED = "changed", "settings changed"
+
+    POLICY = "policy"
+
+    action = models.CharField(max_length=10, choices=Action.choices, db_index=True)
+    actor = models.CharField(max_length=20, blank=True,
+                             help_text="'policy' for automatic actions; empty when a person (by) acted.")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="policy_events")
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        who = self.actor or getattr(self.by, "username", None) or "?"
+        return f"{self.get_action_display()} by {who} at {self.at:%Y-%m-%d %H:%M:%S}"

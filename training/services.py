@@ -17,7 +17,7 @@ from classifier.checkpoints import version_checkpoint
 from classifier.models import ModelVersion
 from engine.checkpoint import CheckpointError
 from engine.nets import ARCHITECTURES, build_model, config_to_dict, count_parameters, make_config
-from engine.trainer import config_summary, recipe
+from engine.trainer import FINETUNE_MNIST_LIMIT, config_summary, finetune_recipe, recipe
 from mnistsite.errors import ApplicationError
 
 from . import events
@@ -45,8 +45,10 @@ def _username(user: AbstractBaseUser | None) -> str:
 def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion | None]:
     """Check a run request and turn it into the stored config; raises ``ApplicationError`` (400).
 
-    Options left out take the architecture's recipe. Fine-tuning (``base_version``) takes the
-    architecture and its config from the base version's checkpoint.
+    Options left out take the architecture's recipe, or when fine-tuning (``base_version``) the
+    fine-tune recipe (``engine.trainer.finetune_recipe``: epochs, learning rate, ``extra_repeat``,
+    and ``FINETUNE_MNIST_LIMIT`` for ``mnist_limit``). Fine-tuning takes the architecture and its
+    config from the base version's checkpoint.
     """
     unknown = sorted(set(spec) - {option.name for option in run_options()})
     if unknown:
@@ -81,10 +83,17 @@ def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion
         arch_config = values["arch_config"] or {}
         if not isinstance(arch_config, dict):
             raise _invalid("arch_config must be an object")
+    # Fine-tuning takes the fine-tune recipe (fewer epochs, a lower peak learning rate, drawings
+    # repeated more, perhaps an MNIST subset); from scratch, the architecture's. Given options win.
+    build = finetune_recipe if base is not None else recipe
+    limit = values["mnist_limit"]
+    if limit is None and base is not None:
+        limit = FINETUNE_MNIST_LIMIT
     try:
-        train = recipe(
+        train = build(
             arch, arch_config=arch_config, epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
             seed=values["seed"], augment=values["augment"], val_size=values["val_size"], device=values["device"],
+            extra_repeat=values["extra_repeat"],
         )
         train.validate()
         with torch.device("meta"):  # count parameters without allocating them
@@ -93,7 +102,6 @@ def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion
         raise _invalid(str(exc)) from None
     if parameters > MAX_PARAMETERS:
         raise _invalid(f"the network would have {parameters:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
-    limit = values["mnist_limit"]
     if limit is not None and limit - train.val_size < train.batch_size:
         raise _invalid(
             f"mnist_limit {limit} must leave at least one batch ({train.batch_size}) "
@@ -112,7 +120,7 @@ def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion
         "device": train.device,
         "base_version": base.pk if base is not None else None,
         "use_drawings": bool(values["use_drawings"]),
-        "extra_repeat": int(values["extra_repeat"]),
+        "extra_repeat": train.extra_repeat,
         "mnist_limit": limit,
         "promote": bool(values["promote"]),
         "name": name,

@@ -3,7 +3,8 @@
 ``RunSpec`` is the single definition. The API's request serializer, the admin's start form, the
 dashboard's start form and the ``train`` command's arguments are all built from ``run_options()``,
 so an option or a bound is added or changed here, once. A field left at ``None`` takes the
-architecture's recipe (``engine.trainer.recipe``).
+architecture's recipe (``engine.trainer.recipe``), or when fine-tuning from a base version the
+fine-tune recipe (``engine.trainer.finetune_recipe``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.nets import ARCHITECTURES
+from engine.trainer import FINETUNE, FINETUNE_LR_FACTOR, FINETUNE_MNIST_LIMIT
+
+# The fine-tune recipe's defaults, as the help texts show them (``engine.trainer.FINETUNE``).
+_FT = {"epochs": FINETUNE.get("epochs"), "extra_repeat": FINETUNE.get("extra_repeat", 1)}
+_FINETUNE_LIMIT = f"when fine-tuning the first {FINETUNE_MNIST_LIMIT:,}" if FINETUNE_MNIST_LIMIT else "also when fine-tuning"
 
 
 def _option(default: Any, *, kind: str, label: str, help: str, minimum: float | None = None,
@@ -32,11 +38,12 @@ class RunSpec:
     arch_config: dict | None = _option(
         None, kind="object", label="Network config", help='Network config, e.g. {"widths": [8, 16, 32]} for cnn.')
     epochs: int | None = _option(None, kind="int", minimum=1, maximum=200, label="Epochs", dashboard="main", cli=True,
-                                 help="Passes over the training data.")
+                                 help=f"Passes over the training data (default: the recipe's; fine-tuning: {_FT['epochs']}).")
     batch_size: int | None = _option(None, kind="int", minimum=2, maximum=8192, label="Batch size", dashboard="more",
                                      cli=True, help="Images per optimizer step.")
     lr: float | None = _option(None, kind="float", minimum=1e-7, maximum=10, label="Learning rate", dashboard="main",
-                               cli=True, help="Peak learning rate (one-cycle schedule).")
+                               cli=True, help="Peak learning rate (one-cycle schedule; default: the recipe's, when fine-tuning "
+                                    f"{FINETUNE_LR_FACTOR:g} times the recipe's).")
     seed: int = _option(0, kind="int", minimum=0, maximum=2**31 - 1, label="Seed", dashboard="more", cli=True,
                         help="Seed of every random choice; the same seed and config give the same run.")
     augment: bool | None = _option(None, kind="bool", label="Augment",
@@ -46,14 +53,17 @@ class RunSpec:
     device: str = _option("auto", kind="choice", choices=("auto", "cpu", "cuda"), label="Device", cli=True,
                           help="auto: CUDA when available; cuda runs go to the GPU workers' queue.")
     base_version: int | None = _option(None, kind="version", label="Base version",
-                                       help="Fine-tune from this model version; null or absent: from scratch.")
+                                       help="Fine-tune from this model version; null or absent: from scratch. Options "
+                                            "left out then take the fine-tune recipe (engine.trainer.FINETUNE).")
     use_drawings: bool = _option(True, kind="bool", label="Use labelled drawings", dashboard="main",
                                  help="Mix in the drawings users corrected (the field set is always held out).")
-    extra_repeat: int = _option(1, kind="int", minimum=0, maximum=100, label="Repeat drawings",
-                                help="How many times each labelled drawing is repeated per epoch.")
+    extra_repeat: int | None = _option(None, kind="int", minimum=0, maximum=100, label="Repeat drawings",
+                                       help="How many times each labelled drawing is repeated per epoch "
+                                            f"(default: 1 from scratch, {_FT['extra_repeat']} when fine-tuning).")
     mnist_limit: int | None = _option(None, kind="int", minimum=1, maximum=60000,
                                       label="MNIST training images (quick runs)", dashboard="more", cli=True,
-                                      help="Train on the first N MNIST training images only (quick runs).")
+                                      help="Train on the first N MNIST training images only (quick runs; default: all of "
+                                           f"them, {_FINETUNE_LIMIT}).")
     promote: bool = _option(False, kind="bool", label="Promote if better", dashboard="main",
                             help="Promote the result if it passes the gate.")
     name: str = _option("", kind="text", max_length=100, label="Version name",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -14,7 +15,8 @@ from rest_framework.views import APIView
 
 from . import selectors
 from .filters import TrainingRunFilter
-from .models import TrainingRun
+from .models import RetrainPolicy, RetrainPolicyEvent, TrainingRun
+from .policy import policy_get, policy_pause, policy_resume, policy_status, policy_update
 from .serializers import RetrainRequestSerializer, RunStartedSerializer
 from .services import training_run_cancel, training_run_start
 
@@ -101,3 +103,71 @@ class RunCancelView(APIView):
         run = training_run_cancel(run=run, by=request.user)
         run = selectors.run_get(run.pk)
         return Response({**selectors.run_state(run), **_absolute(request, run)}, status=status.HTTP_202_ACCEPTED)
+
+
+# ---------------------------------------------------------------------------- the retraining policy
+
+
+class PolicyUpdateSerializer(drf_serializers.Serializer):
+    paused = drf_serializers.BooleanField(required=False, help_text="true pauses the policy, false resumes it.")
+    reason = drf_serializers.CharField(required=False, allow_blank=True, max_length=500)
+    min_new_labels = drf_serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    shadow_min_labels = drf_serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise drf_serializers.ValidationError({name: "unknown field" for name in unknown})
+        return attrs
+
+
+def _policy_state(policy: RetrainPolicy) -> dict[str, Any]:
+    events = RetrainPolicyEvent.objects.select_related("by")[:20]
+    return {
+        "status": policy_status(policy),
+        "enabled": settings.RETRAIN_POLICY_ENABLED,
+        "paused": policy.paused,
+        "paused_by": getattr(policy.paused_by, "username", None),
+        "paused_at": policy.paused_at,
+        "min_new_labels": policy.min_new_labels,
+        "shadow_min_labels": policy.shadow_min_labels,
+        "last_run": policy.last_run_id,
+        "last_checked_at": policy.last_checked_at,
+        "last_outcome": policy.last_outcome,
+        "scheduler": settings.RETRAIN_POLICY_SCHEDULER,
+        "interval_seconds": settings.RETRAIN_POLICY_INTERVAL_SECONDS,
+        "events": [{"at": e.at, "action": e.action, "actor": e.actor, "by": getattr(e.by, "username", None),
+                    "run": e.run_id, "version": e.version_id, "reason": e.reason} for e in events],
+    }
+
+
+POLICY_STATE = inline_serializer("RetrainPolicyState", {
+    "status": drf_serializers.CharField(), "paused": drf_serializers.BooleanField(),
+    "min_new_labels": drf_serializers.IntegerField(), "shadow_min_labels": drf_serializers.IntegerField(),
+    "events": drf_serializers.ListField(child=drf_serializers.DictField()),
+})
+
+
+class PolicyView(APIView):
+    """Staff only (the default permission): read the policy, pause or resume it, change its thresholds."""
+
+    @extend_schema(summary="The automatic retraining policy: status, thresholds, recent actions",
+                   responses={200: POLICY_STATE, 401: ERROR, 403: ERROR})
+    def get(self, request: Request) -> Response:
+        return Response(_policy_state(policy_get()))
+
+    @extend_schema(summary="Pause or resume the retraining policy, or change its thresholds",
+                   request=PolicyUpdateSerializer,
+                   responses={200: POLICY_STATE, 400: ERROR, 401: ERROR, 403: ERROR, 409: ERROR})
+    def post(self, request: Request) -> Response:
+        serializer = PolicyUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        reason = data.get("reason", "")
+        if data.get("paused") is True:
+            policy_pause(by=request.user, reason=reason)
+        elif data.get("paused") is False:
+            policy_resume(by=request.user, reason=reason)
+        policy = policy_update(by=request.user, min_new_labels=data.get("min_new_labels"),
+                               shadow_min_labels=data.get("shadow_min_labels"))
+        return Response(_policy_state(policy))

@@ -1,7 +1,10 @@
 """Admin for the record of predictions.
 
-A prediction is a record: everything on it is read-only except the label a person gives it. Its
+A prediction is a record: everything on it is read-only except the label a person gives it (a staff
+label, recorded with its provenance by ``classifier.labels``; every label given is listed below it). Its
 drawing, model input and probability chart are rendered by templates in ``admin/classifier/display/``.
+The action "Export labelled drawings" streams the selected drawings' labelled ones as a dataset zip
+(``classifier.dataset``).
 """
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from classifier.models import Prediction
+from classifier.dataset import export_queryset, export_zip_chunks
+from classifier.labels import NOT_A_DIGIT, label_record, labels_clear
+from classifier.models import Label, Prediction
 from classifier.selectors import input_data_url
 
 from .display import admin_change_link, render_fragment, ten_floats
@@ -70,25 +76,44 @@ class CorrectnessFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _label_choice(value: str) -> int | str | None:
+    if value in ("", None):
+        return None
+    return NOT_A_DIGIT if value == NOT_A_DIGIT else int(value)
+
+
 class PredictionLabelForm(ModelForm):
-    """The one thing a person may change on a prediction: the digit it really is."""
+    """The one thing a person may change on a prediction: the digit it really is (or "not a digit")."""
 
     label = forms.TypedChoiceField(
-        choices=[("", "unlabelled")] + [(d, str(d)) for d in DIGITS],
-        coerce=int,
+        choices=[("", "unlabelled")] + [(d, str(d)) for d in DIGITS] + [(NOT_A_DIGIT, "not a digit")],
+        coerce=_label_choice,
         empty_value=None,
         required=False,
-        help_text="The digit that was really drawn. Saving records who labelled it and when.",
+        help_text="The digit that was really drawn, recorded as your (staff) label with who and when; it overrides "
+                  "visitors' labels. \"Not a digit\" never trains. \"Unlabelled\" withdraws every label given.",
     )
 
     class Meta:
         model = Prediction
         fields = ["label"]
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.not_a_digit:
+            self.initial["label"] = NOT_A_DIGIT
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # Applied by the admin through classifier.labels, never written to the row by the form itself.
+        self.label_choice = cleaned.pop("label", None)
+        return cleaned
+
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
     form = PredictionLabelForm
+    actions = ["export_labelled_drawings"]
     list_display = (
         "id",
         "drawing_thumbnail",
@@ -103,7 +128,8 @@ class PredictionAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("id", "drawing_thumbnail")
-    list_filter = ("digit", "label", CorrectnessFilter, "model_version", "source", "created_at")
+    list_filter = ("digit", "label", CorrectnessFilter, "not_a_digit", "label_by_staff", "model_version", "source",
+                   "created_at")
     list_select_related = ("model_version",)
     search_fields = ("id__exact", "=session_key", "user__username", "=client_ip")
     search_help_text = "Prediction id, session key, username or client IP."
@@ -112,7 +138,7 @@ class PredictionAdmin(admin.ModelAdmin):
     show_full_result_count = False
     fieldsets = (
         (None, {"fields": (("drawing_large", "input_large"), "probability_chart")}),
-        ("Label", {"fields": ("label", "labelled_by", "labelled_at")}),
+        ("Label", {"fields": ("label", "labelled_by", "labelled_at", "label_by_staff", "labels_given")}),
         (
             "Prediction",
             {
@@ -135,6 +161,8 @@ class PredictionAdmin(admin.ModelAdmin):
         "probability_chart",
         "labelled_by",
         "labelled_at",
+        "label_by_staff",
+        "labels_given",
         "digit",
         "confidence_percent",
         "model_version_link",
@@ -153,11 +181,19 @@ class PredictionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Prediction, form: forms.ModelForm, change: bool) -> None:
         if "label" not in form.changed_data:
             return
-        if obj.label is None:
-            obj.labelled_by, obj.labelled_at = None, None
+        choice = form.label_choice
+        if choice is None:
+            labels_clear(prediction=obj)
         else:
-            obj.labelled_by, obj.labelled_at = request.user, timezone.now()
-        obj.save(update_fields=["label", "labelled_by", "labelled_at"])
+            label_record(prediction=obj, value=choice, by=request.user, via=Label.Via.ADMIN)
+
+    @admin.action(description="Export labelled drawings (dataset zip)", permissions=["view"])
+    def export_labelled_drawings(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
+        """The selected predictions' labelled drawings as a zip: IDX files, original images, a CSV manifest."""
+        response = StreamingHttpResponse(export_zip_chunks(export_queryset(queryset=queryset)),
+                                         content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="drawings-{timezone.now():%Y%m%d-%H%M%S}.zip"'
+        return response
 
     # list columns
 
@@ -194,6 +230,19 @@ class PredictionAdmin(admin.ModelAdmin):
         return f"{obj.latency_ms:.1f} ms"
 
     # detail
+
+    @admin.display(description="labels given")
+    def labels_given(self, obj: Prediction) -> SafeString | str:
+        """Every label given on this drawing, newest first: what, who (staff or visitor), how, when."""
+        labels = list(obj.labels.select_related("given_by")) if obj.pk else []
+        if not labels:
+            return "none"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} by {} ({}, {})</li>", (
+            (f"{label.at:%Y-%m-%d %H:%M:%S}", "not a digit" if label.not_a_digit else label.digit,
+             label.given_by.get_username() if label.given_by else "an anonymous visitor",
+             "staff" if label.by_staff else "visitor", label.get_via_display())
+            for label in labels
+        )))
 
     @admin.display(description="drawing (as received)")
     def drawing_large(self, obj: Prediction) -> SafeString | None:

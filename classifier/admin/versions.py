@@ -1,8 +1,9 @@
 """Admin for model versions: the registry's list, each version's evaluation, lineage and audit log.
 
 A version's status is never a form field: it changes only through the lifecycle services
-(``classifier.lifecycle``: upload, activate, roll back, archive), which the admin offers as
-confirmation pages and list actions, each recorded in the audit log. The HTML of its read-only
+(``classifier.lifecycle``: upload, activate, roll back, archive; ``classifier.shadow``: in and out of
+shadow, promotion through the gate), which the admin offers as confirmation pages and list actions,
+each recorded in the audit log. The HTML of its read-only
 fields is in templates (``admin/classifier/display/``).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -19,7 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import SafeString
 
-from classifier import lifecycle
+from classifier import lifecycle, shadow
 from classifier.models import ModelVersion
 from classifier.selectors import lifecycle_events
 from mnistsite.errors import ApplicationError
@@ -89,7 +91,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ("status", "arch")
     search_fields = ("name", "sha256", "notes")
     change_list_template = "admin/classifier/modelversion_change_list.html"
-    actions = ("activate_selected", "archive_selected")
+    actions = ("activate_selected", "archive_selected", "shadow_selected", "unshadow_selected")
     fieldsets = (
         (
             None,
@@ -116,6 +118,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ),
         ("Evaluation", {"fields": ("test_accuracy_percent", "metrics_table", "per_class_table", "confusion_table")}),
         ("Field set (held-out labelled drawings)", {"fields": ("field_accuracy_percent", "field_confusion_table")}),
+        ("Shadow", {"fields": ("shadow_panel",)}),
         ("Training", {"fields": ("training_config_json",)}),
         ("Lifecycle history", {"fields": ("lifecycle_history",)}),
         ("Use", {"fields": ("predictions_link",)}),
@@ -147,6 +150,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "field_accuracy_percent",
         "field_confusion_table",
         "lifecycle_history",
+        "shadow_panel",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -161,6 +165,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
             path("rollback/", wrap(self.rollback_view), name="classifier_modelversion_rollback"),
             path("<int:pk>/activate/", wrap(self.activate_view), name="classifier_modelversion_activate"),
             path("<int:pk>/archive/", wrap(self.archive_view), name="classifier_modelversion_archive"),
+            path("<int:pk>/shadow/", wrap(self.shadow_view), name="classifier_modelversion_shadow"),
+            path("<int:pk>/unshadow/", wrap(self.unshadow_view), name="classifier_modelversion_unshadow"),
+            path("<int:pk>/promote/", wrap(self.promote_view), name="classifier_modelversion_promote"),
         ] + super().get_urls()
 
     def _require_change(self, request: HttpRequest) -> None:
@@ -204,6 +211,42 @@ class ModelVersionAdmin(admin.ModelAdmin):
             explanation=f"{version.label} will no longer be offered for predictions or comparisons; "
                         "it stays in the registry and can be activated again.",
             perform=lambda reason: lifecycle.model_version_archive(version=version, by=request.user, reason=reason),
+        )
+
+    def shadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        return self._confirm(
+            request, title=f"Put {version.label} in shadow", version=version, button="Put in shadow",
+            explanation=f"{version.label} will answer every live drawing in the background, beside the active "
+                        "version, in every server process: users' answers never change or wait for it. Its "
+                        "answers are compared on the version page and the stats page.",
+            perform=lambda reason: shadow.shadow_start(version=version, by=request.user, reason=reason),
+        )
+
+    def unshadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        return self._confirm(
+            request, title=f"Take {version.label} out of shadow", version=version, button="Take out of shadow",
+            explanation=f"{version.label} stops answering live drawings; the answers it gave are kept.",
+            perform=lambda reason: shadow.shadow_stop(version=version, by=request.user, reason=reason),
+        )
+
+    def promote_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion, pk=pk)
+
+        def perform(reason: str) -> ModelVersion:
+            decision = shadow.shadow_promote(version=version, by=request.user, reason=reason)
+            if not decision.promote:
+                raise ApplicationError("gate_refused", f"The gate refused: {decision.reason}", status=409)
+            version.refresh_from_db()
+            return version
+
+        return self._confirm(
+            request, title=f"Promote {version.label} through the gate", version=version, button="Run the gate",
+            explanation=f"The gate compares {version.label} with the active version on the same images (MNIST "
+                        "test, the field set and its shadow traffic) and makes it the active version only if it "
+                        "passes; this takes a few seconds.",
+            perform=perform,
         )
 
     def rollback_view(self, request: HttpRequest) -> HttpResponse:
@@ -266,6 +309,36 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for message in refused:
             self.message_user(request, message, messages.WARNING)
 
+    @admin.action(description="Put in shadow (candidates)", permissions=["change"])
+    def shadow_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(request, queryset, "In shadow now", lambda version: shadow.shadow_start(
+            version=version, by=request.user, reason="put in shadow from the admin list"))
+
+    @admin.action(description="Take out of shadow", permissions=["change"])
+    def unshadow_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(request, queryset, "Out of shadow now", lambda version: shadow.shadow_stop(
+            version=version, by=request.user, reason="taken out of shadow from the admin list"))
+
+    def _each(self, request: HttpRequest, queryset: QuerySet, done_text: str, perform) -> None:
+        done, refused = [], []
+        for version in queryset:
+            try:
+                done.append(perform(version).label)
+            except ApplicationError as exc:
+                refused.append(exc.message)
+        if done:
+            self.message_user(request, f"{done_text}: {', '.join(done)}.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+    @admin.display(description="shadow evaluation")
+    def shadow_panel(self, obj: ModelVersion) -> SafeString | None:
+        report = shadow.shadow_report(obj)
+        if not report.answers and not report.in_shadow:
+            return None
+        return render_fragment(DISPLAY + "shadow_report.html", report=report.display(), version=obj,
+                               required=settings.PROMOTION_SHADOW_MIN_LABELLED)
+
     @admin.display(description="lifecycle")
     def lifecycle_actions(self, obj: ModelVersion) -> SafeString:
         links = []
@@ -273,6 +346,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
             links.append(("activate", reverse("admin:classifier_modelversion_activate", args=[obj.pk]), "Activate…"))
         if obj.status == ModelVersion.Status.CANDIDATE:
             links.append(("archive", reverse("admin:classifier_modelversion_archive", args=[obj.pk]), "Archive…"))
+            if obj.in_shadow:
+                links.append(("unshadow", reverse("admin:classifier_modelversion_unshadow", args=[obj.pk]),
+                              "Take out of shadow…"))
+            else:
+                links.append(("shadow", reverse("admin:classifier_modelversion_shadow", args=[obj.pk]),
+                              "Put in shadow…"))
+            links.append(("promote", reverse("admin:classifier_modelversion_promote", args=[obj.pk]),
+                          "Promote through the gate…"))
         if obj.status == ModelVersion.Status.ACTIVE:
             links.append(("rollback", reverse("admin:classifier_modelversion_rollback"), "Roll back…"))
         if obj.checkpoint:

@@ -1,4 +1,4 @@
-"""The real site in a real browser: daphne serving mnistsite on 127.0.0.1, driven by Playwright
+"""The real site in a real browser: mnistsite served as `make run` serves it on 127.0.0.1, driven by Playwright
 through Debian's Chromium (/usr/bin/chromium). Skipped when that browser is not installed."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def site_url(tmp_path_factory) -> Iterator[str]:
-    """A fresh site (own database, media and static folders) served by daphne; its base URL."""
+    """A fresh site (own database, media and static folders) served as `make run` does; its base URL."""
     root = tmp_path_factory.mktemp("site")
     env = {
         **os.environ,
@@ -59,7 +59,7 @@ def site_url(tmp_path_factory) -> Iterator[str]:
     log = root / "daphne.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mnistsite.serve", "ws", "--port", str(port)],  # what `make run` runs
+            [sys.executable, "-m", "mnistsite.serve", "site", "--port", str(port)],  # what `make run` runs
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -153,7 +153,7 @@ class SeededSite:
 
 @pytest.fixture(scope="session")
 def seeded_site(tmp_path_factory) -> Iterator[SeededSite]:
-    """A fresh site served by Daphne with a staff account, a visitor account and a finished training run,
+    """A fresh site served as `make run` does, with a staff account, a visitor account and a finished training run,
     and no MNIST data (MNIST_ROOT is an empty folder)."""
     from tests.dashboard.servers import daphne, manage, site_env
 

@@ -125,7 +125,8 @@ def test_gate_compares_on_mnist_and_on_the_field_set(mnist_settings, labelled_dr
     labelled_drawings(40)
     decision = promotion_gate(candidate_metrics=metrics, candidate_model=model, active=weak_active)
     assert decision.promote, decision.reason
-    assert decision.reason.startswith("promoted: MNIST test 92.66% >= 9.80% of zero v1; field set")
+    assert decision.reason.startswith("promoted: MNIST test 92.66% >= 9.80% of zero v1 on the same 10,000 images")
+    assert "; field set" in decision.reason
     field = decision.figures["field"]
     assert field["candidate"] > field["active"] and field["n"] > 0
 
@@ -139,7 +140,7 @@ def test_gate_compares_on_mnist_and_on_the_field_set(mnist_settings, labelled_dr
     settings.PROMOTION_MARGIN_FIELD = 1.0
     lenient = promotion_gate(candidate_metrics={"test_accuracy": weak_active.test_accuracy},
                                        candidate_model=weak_model, active=logreg)
-    assert lenient.promote and "minus margin 90.00 pp" in lenient.reason
+    assert lenient.promote and "with a margin of 90.00 pp" in lenient.reason
 
 
 def test_gate_with_no_active_version_promotes():

@@ -1,5 +1,5 @@
-"""The real ASGI server (Daphne serving ``mnistsite.asgi``) in a subprocess on 127.0.0.1, for tests that
-watch training through real sockets. Every wait is bounded; only processes started here are stopped."""
+"""The real ASGI server (``make run``'s: Granian serving ``mnistsite.asgi``) in a subprocess on 127.0.0.1,
+for tests that watch training through real sockets. Every wait is bounded; only processes started here are stopped."""
 from __future__ import annotations
 
 import os
@@ -52,11 +52,11 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
 
 @contextmanager
 def daphne(*, env: dict[str, str], log_path: Path) -> Iterator[Site]:
-    """Serve the site as `make run` does (Daphne, one process) until the block ends."""
+    """Serve the site as `make run` does (one process, HTTP and WebSockets) until the block ends."""
     port = free_port()
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mnistsite.serve", "ws", "--port", str(port)],  # what `make run` runs
+            [sys.executable, "-m", "mnistsite.serve", "site", "--port", str(port)],  # what `make run` runs
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     site = Site(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)

@@ -45,7 +45,7 @@ async def _scenario(base: str, redis_url: str) -> dict:
 
     extra, refusal = await _open(url, origin)
     try:
-        await asyncio.wait_for(extra.recv(), 10)
+        await asyncio.wait_for(extra.recv(), RECEIVE_TIMEOUT)
     except ConnectionClosed:
         pass
     refused_code = extra.close_code

@@ -375,13 +375,26 @@
         const card = document.createElement("article");
         card.className = "compare-card";
         card.dataset.testid = "compare-card";
-        if (main && version.id === main.id) card.classList.add("serving");
+        const serving = main && version.id === main.id;
+        // A fresh candidate nobody promoted (only staff are shown one): never mistaken for a vetted model.
+        const candidate = result.vetted === false;
+        if (serving) card.classList.add("serving");
+        if (candidate) card.classList.add("candidate");
         const heading = document.createElement("h3");
         heading.textContent = name;
         const arch = document.createElement("span");
         arch.className = "compare-arch";
-        arch.textContent = main && version.id === main.id ? `${version.arch}, serving` : version.arch || "";
+        arch.textContent = [version.arch || "", serving ? "serving" : "", candidate ? "candidate" : ""]
+          .filter(Boolean).join(", ");
         heading.append(" ", arch);
+        card.append(heading);
+        if (candidate) {
+          const badge = document.createElement("p");
+          badge.className = "compare-candidate";
+          badge.dataset.testid = "compare-candidate";
+          badge.textContent = "Candidate: not promoted; only staff see it";
+          card.append(badge);
+        }
         const answer = document.createElement("p");
         answer.className = "compare-answer";
         const digit = document.createElement("strong");
@@ -390,7 +403,7 @@
         const histogram = buildHistogram(`${name}: probability of each digit`);
         histogram.dataset.testid = "compare-histogram";
         fillHistogram(histogram, result.probabilities);
-        card.append(heading, answer, histogram);
+        card.append(answer, histogram);
         return card;
       }),
     );
