@@ -15,10 +15,11 @@ Either way a check that overlaps another waits for the policy's row lock: no two
 from __future__ import annotations
 
 import logging
-import threading
 
 from celery import shared_task
 from django.conf import settings
+
+from mnistsite.periodic import PeriodicThread
 
 from .policy import policy_check_once
 
@@ -31,41 +32,21 @@ def check_retrain_policy() -> None:
     policy_check_once()
 
 
-_thread: threading.Thread | None = None
-_lock = threading.Lock()
-_stop = threading.Event()
-
-
 def start_policy_scheduler(interval: float | None = None) -> bool:
     """Start (once per process) the thread that checks the policy, when this layout checks in-process.
 
     Only with ``RETRAIN_POLICY_SCHEDULER=thread`` and ``RETRAIN_POLICY_ENABLED``; returns whether a
     thread was started.
     """
-    global _thread
     every = settings.RETRAIN_POLICY_INTERVAL_SECONDS if interval is None else interval
-    if settings.RETRAIN_POLICY_SCHEDULER != "thread" or not settings.RETRAIN_POLICY_ENABLED or every <= 0:
+    if settings.RETRAIN_POLICY_SCHEDULER != "thread" or not settings.RETRAIN_POLICY_ENABLED:
         return False
-    with _lock:
-        if _thread is not None and _thread.is_alive():
-            return False
-        _stop.clear()
-        _thread = threading.Thread(target=_check_forever, args=(every,), name="retrain-policy", daemon=True)
-        _thread.start()
-    return True
+    return _scheduler.start(every)
 
 
 def stop_policy_scheduler(timeout: float = 10.0) -> None:
     """Stop this process's scheduler thread (tests; a process that exits needs nothing)."""
-    global _thread
-    with _lock:
-        thread, _thread = _thread, None
-        _stop.set()
-    if thread is not None:
-        thread.join(timeout)
+    _scheduler.stop(timeout)
 
 
-def _check_forever(every: float) -> None:
-    policy_check_once()
-    while not _stop.wait(every):
-        policy_check_once()
+_scheduler = PeriodicThread(policy_check_once, name="retrain-policy")

@@ -8,7 +8,6 @@ executes or queues runs, and on demand (``manage.py reap_runs``).
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from classifier.checkpoints import checkpoint_discard
+from mnistsite.periodic import PeriodicThread
 
 from . import events
 from .models import TrainingRun
@@ -68,38 +68,18 @@ def training_runs_reap(*, now=None) -> list[int]:
     return reaped
 
 
-_reaper: threading.Thread | None = None
-_reaper_lock = threading.Lock()
-_stop = threading.Event()
-
-
 def start_reaper(interval: float | None = None) -> bool:
     """Start (once per process) a daemon thread that reaps now and then every ``TRAINING_REAP_SECONDS``.
 
     Started by the thread executor, by the process that queues Celery runs and by every Celery
     worker; 0 turns it off. Returns whether a thread was started.
     """
-    global _reaper
-    every = settings.TRAINING_REAP_SECONDS if interval is None else interval
-    if every <= 0:
-        return False
-    with _reaper_lock:
-        if _reaper is not None and _reaper.is_alive():
-            return False
-        _stop.clear()
-        _reaper = threading.Thread(target=_reap_forever, args=(every,), name="training-reaper", daemon=True)
-        _reaper.start()
-    return True
+    return _reaper.start(settings.TRAINING_REAP_SECONDS if interval is None else interval)
 
 
 def stop_reaper(timeout: float = 5.0) -> None:
     """Stop this process's reaper thread (tests; a process that exits needs nothing)."""
-    global _reaper
-    with _reaper_lock:
-        thread, _reaper = _reaper, None
-        _stop.set()
-    if thread is not None:
-        thread.join(timeout)
+    _reaper.stop(timeout)
 
 
 def reap_once() -> list[int]:
@@ -116,7 +96,4 @@ def reap_once() -> list[int]:
         connection.close()
 
 
-def _reap_forever(every: float) -> None:
-    reap_once()
-    while not _stop.wait(every):
-        reap_once()
+_reaper = PeriodicThread(reap_once, name="training-reaper")
