@@ -25,6 +25,7 @@ import io
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 import torch
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -227,6 +229,22 @@ class _Dataset:
     read_image: Any  # name inside the folder -> bytes
 
 
+def _read(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes; a damaged, encrypted or oddly compressed member is a bad file, not a crash.
+
+    A member that unpacks to more than ``DRAWINGS_IMPORT_MAX_MEMBER_BYTES`` is refused before it is read
+    (a small zip can unpack to gigabytes); zipfile never returns more than the size a member declares.
+    """
+    limit = settings.DRAWINGS_IMPORT_MAX_MEMBER_BYTES
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise _bad(f"{name} unpacks to {size:,} bytes; at most {limit:,} are accepted per file.")
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise _bad(f"Cannot read {name} from the zip ({exc}).") from None
+
+
 def _open(archive: zipfile.ZipFile) -> _Dataset:
     names = archive.namelist()
     manifests = [n for n in names if n.rsplit("/", 1)[-1] == "manifest.csv"]
@@ -237,7 +255,7 @@ def _open(archive: zipfile.ZipFile) -> _Dataset:
     def member(name: str) -> bytes:
         for candidate in (base + name, base + name + ".gz"):
             if candidate in names:
-                return archive.read(candidate)
+                return _read(archive, candidate)
         raise _bad(f"The zip has no {base + name}.")
 
     try:
@@ -246,16 +264,19 @@ def _open(archive: zipfile.ZipFile) -> _Dataset:
     except DataError as exc:
         raise _bad(str(exc)) from None
     try:
-        text = archive.read(manifests[0]).decode("utf-8")
+        text = _read(archive, manifests[0]).decode("utf-8")
     except UnicodeDecodeError:
         raise _bad("manifest.csv is not UTF-8 text.") from None
-    manifest = list(csv.DictReader(io.StringIO(text)))
+    try:
+        manifest = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise _bad(f"manifest.csv is not a readable CSV file ({exc}).") from None
 
     def read_image(name: str) -> bytes:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or base + name not in names:
             raise _bad(f"The manifest names an image the zip does not hold: {name!r}.")
-        return archive.read(base + name)
+        return _read(archive, base + name)
 
     return _Dataset(images=images, labels=labels, manifest=manifest, read_image=read_image)
 

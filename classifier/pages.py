@@ -23,7 +23,7 @@ from classifier.models import Prediction
 
 DIGITS = range(10)
 GALLERY_SIZE = 24
-QUALITY_DAYS = 60  # the quality-over-time charts cover this many days at most
+QUALITY_DAYS = quality.QUALITY_DAYS  # the quality-over-time charts cover this many days at most
 
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")
@@ -53,6 +53,7 @@ class StatsPageView(TemplateView):
             gallery=[_gallery_item(prediction) for prediction in recent],
             quality=quality.quality_over_time(days=QUALITY_DAYS),
             quality_days=QUALITY_DAYS,
+            quality_by_drawings=quality.quality_by_drawings(),
             quality_checks=checks,
             quality_warnings=[check for check in checks if check["state"] == "warning"],
             shadows=[{"version": version, **report.display()} for version, report in shadow.shadow_reports()],

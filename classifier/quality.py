@@ -4,6 +4,10 @@
   confidence of every prediction (mean per day, and a histogram over the period), with the moments
   the active version changed (activations, promotions, roll-backs). A drawing counts on the day it
   was drawn, for the version that answered it.
+- ``quality_by_drawings``: the same accuracy per ``QUALITY_BUCKET`` labelled drawings rather than per day:
+  each version's labelled drawings, in the order they were drawn, cut into consecutive buckets, on the
+  axis of every labelled drawing (1 = the oldest), with the switches of the active version placed on it.
+  A quiet week and a busy hour weigh the same there: each point is as many drawings.
 - ``quality_checks``: per version, accuracy on its last ``QUALITY_WINDOW`` labelled drawings against
   the field-set accuracy measured when it was registered; a warning when it is lower by more than
   ``QUALITY_WARNING_MARGIN``.
@@ -11,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +26,7 @@ from django.utils import timezone
 from .models import LifecycleEvent, ModelVersion, Prediction
 
 CONFIDENCE_BINS = 10  # histogram bins of width 0.1; the last one includes 1.0
+QUALITY_DAYS = 60  # the per-day series cover this many days at most (the stats page and GET /api/stats/)
 
 
 def _bin_filter(index: int) -> Q:
@@ -30,7 +36,7 @@ def _bin_filter(index: int) -> Q:
     return low & Q(confidence__lt=(index + 1) / CONFIDENCE_BINS)
 
 
-def quality_over_time(*, days: int = 60, today: dt.date | None = None) -> dict[str, Any]:
+def quality_over_time(*, days: int = QUALITY_DAYS, today: dt.date | None = None) -> dict[str, Any]:
     """The last ``days`` days (from the first one with a prediction): per version and day, labelled
     drawings, correct answers, accuracy, predictions and mean confidence; per version the confidence
     histogram of the period; the switches of the active version.
@@ -84,22 +90,23 @@ def quality_over_time(*, days: int = 60, today: dt.date | None = None) -> dict[s
         s["total_labelled"] = sum(s["labelled"])
         s["total_correct"] = sum(s["correct"])
         s["accuracy_overall"] = s["total_correct"] / s["total_labelled"] if s["total_labelled"] else None
-    switches = [
-        {
-            "day": timezone.localdate(event.at).isoformat(),
-            "at": event.at.isoformat(),
-            "action": event.action,
-            "action_display": event.get_action_display(),
-            "version": event.to_version.label,
-            "from_version": event.from_version.label if event.from_version else None,
-        }
-        for event in events
-    ]
+    switches = [{"day": timezone.localdate(event.at).isoformat(), **_switch(event)} for event in events]
     return {
         "days": [day.isoformat() for day in axis],
         "versions": sorted(series.values(), key=lambda s: s["id"]),
         "switches": switches,
         "bins": _bin_edges(),
+    }
+
+
+def _switch(event: LifecycleEvent) -> dict[str, Any]:
+    """A change of the active version, as the charts mark it."""
+    return {
+        "at": event.at.isoformat(),
+        "action": event.action,
+        "action_display": event.get_action_display(),
+        "version": event.to_version.label,
+        "from_version": event.from_version.label if event.from_version else None,
     }
 
 
@@ -114,6 +121,103 @@ def _empty_series(version: ModelVersion, length: int) -> dict[str, Any]:
         "predictions": [0] * length, "labelled": [0] * length, "correct": [0] * length,
         "accuracy": [None] * length, "mean_confidence": [None] * length,
         "confidence_histogram": [0] * CONFIDENCE_BINS,
+    }
+
+
+@dataclass
+class _Bucket:
+    """One version's run of consecutive labelled drawings, filled as the drawings stream past."""
+
+    index: int  # 1 = the version's first bucket
+    first: int  # position of its first drawing on the axis of every labelled drawing
+    first_at: dt.datetime
+    last: int = 0
+    last_at: dt.datetime | None = None
+    labelled: int = 0
+    correct: int = 0
+    confidence_sum: float = 0.0
+
+    def add(self, *, position: int, created_at: dt.datetime, correct: bool, confidence: float) -> None:
+        self.last, self.last_at = position, created_at
+        self.labelled += 1
+        self.correct += correct
+        self.confidence_sum += confidence
+
+    def point(self, *, full: bool) -> dict[str, Any]:
+        return {
+            "index": self.index, "first": self.first, "last": self.last,
+            "first_at": self.first_at.isoformat(), "last_at": self.last_at.isoformat(),
+            "labelled": self.labelled, "correct": self.correct, "accuracy": self.correct / self.labelled,
+            "mean_confidence": self.confidence_sum / self.labelled, "full": full,
+        }
+
+
+@dataclass
+class _VersionBuckets:
+    """One version's closed buckets and the one it is filling."""
+
+    points: list[dict[str, Any]] = field(default_factory=list)
+    current: _Bucket | None = None
+    labelled: int = 0
+    correct: int = 0
+
+
+def quality_by_drawings(*, bucket: int | None = None) -> dict[str, Any]:
+    """Accuracy per ``bucket`` (default: the ``QUALITY_BUCKET`` setting) labelled drawings, per model version.
+
+    Every labelled drawing has a position on one axis, in the order drawn (``created_at``, then id;
+    1 = the oldest). Per version, its own labelled drawings in that order are cut into consecutive
+    buckets of ``bucket``; the last may hold fewer (``full`` false). A point gives the positions of its
+    first and last drawing and when they were drawn, labelled and correct counts, accuracy and the mean
+    confidence of those answers. ``switches`` are the changes of the active version (activations,
+    promotions, roll-backs), each at ``position``: the number of labelled drawings drawn before it.
+
+    Three queries whatever the size: the switches, the versions, and one streamed pass over the labelled
+    drawings (five columns each) that is bucketed here in Python. That pass is linear in the number of
+    labelled drawings, which people label by hand: fine at this project's scale; a site with millions
+    of them would bucket in SQL (a window function per version) instead.
+    """
+    size = settings.QUALITY_BUCKET if bucket is None else bucket
+    if size < 1:
+        raise ValueError(f"bucket must be at least 1, not {size}")
+    events = list(
+        LifecycleEvent.objects.filter(action__in=LifecycleEvent.SWITCHES, to_version__isnull=False)
+        .select_related("to_version", "from_version").order_by("at", "id")
+    )
+    switch_positions: list[int] = []
+    series: dict[int, _VersionBuckets] = {}
+    position = 0
+    rows = (Prediction.objects.labelled().order_by("created_at", "id")
+            .values_list("model_version", "created_at", "label", "digit", "confidence"))
+    for version_id, created_at, label, digit, confidence in rows.iterator(chunk_size=2000):
+        while len(switch_positions) < len(events) and events[len(switch_positions)].at <= created_at:
+            switch_positions.append(position)
+        position += 1
+        s = series.setdefault(version_id, _VersionBuckets())
+        if s.current is None:
+            s.current = _Bucket(index=len(s.points) + 1, first=position, first_at=created_at)
+        s.current.add(position=position, created_at=created_at, correct=label == digit, confidence=confidence)
+        s.labelled += 1
+        s.correct += label == digit
+        if s.current.labelled == size:
+            s.points.append(s.current.point(full=True))
+            s.current = None
+    if not position:
+        return {"bucket": size, "total": 0, "versions": [], "switches": []}
+    switch_positions += [position] * (len(events) - len(switch_positions))
+    versions = ModelVersion.objects.in_bulk(list(series))
+    return {
+        "bucket": size,
+        "total": position,
+        "versions": [
+            {
+                "id": pk, "label": versions[pk].label, "status": versions[pk].status,
+                "labelled": s.labelled, "correct": s.correct, "accuracy": s.correct / s.labelled,
+                "points": s.points + ([s.current.point(full=False)] if s.current else []),
+            }
+            for pk, s in sorted(series.items())
+        ],
+        "switches": [{"position": p, **_switch(event)} for p, event in zip(switch_positions, events)],
     }
 
 
@@ -157,3 +261,12 @@ def quality_checks(*, window: int | None = None, margin: float | None = None) ->
             "field_n": (version.metrics or {}).get("field_n"), "drop": drop, "state": state,
         })
     return checks
+
+
+def quality_report() -> dict[str, Any]:
+    """Quality over time in full, as ``GET /api/stats/`` gives it: per day, per N labelled drawings, the checks."""
+    return {
+        "quality": quality_over_time(),
+        "quality_by_drawings": quality_by_drawings(),
+        "quality_checks": quality_checks(),
+    }

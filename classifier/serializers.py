@@ -10,7 +10,7 @@ from mnistsite.errors import ApplicationError
 from mnistsite.serializers import StrictSerializer
 
 from .images import DecodedImage, decode_base64, decode_image, max_bytes
-from .models import ModelVersion, Prediction
+from .models import LifecycleEvent, ModelVersion, Prediction
 
 
 class ReasonSerializer(StrictSerializer):
@@ -176,3 +176,130 @@ class LabelResultSerializer(serializers.Serializer):
     label = serializers.IntegerField()
     digit = serializers.IntegerField()
     correct = serializers.BooleanField()
+
+
+# ---------------------------------------------------------------------------- GET /api/stats/ (schema only)
+# The statistics are plain dicts built by classifier.selectors and classifier.quality; these serializers
+# describe them for the API documentation.
+
+
+class StatsPerVersionSerializer(serializers.Serializer):
+    model_version = ModelVersionRefSerializer()
+    predictions = serializers.IntegerField()
+    labelled = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+
+
+class QualitySwitchSerializer(serializers.Serializer):
+    """A change of the active version: activated, promoted by the gate, or rolled back to."""
+
+    at = serializers.DateTimeField()
+    action = serializers.ChoiceField(choices=[action.value for action in LifecycleEvent.SWITCHES])
+    action_display = serializers.CharField()
+    version = serializers.CharField(help_text='The version that became active, e.g. "cnn v2".')
+    from_version = serializers.CharField(allow_null=True, help_text="The version active before, if any.")
+
+
+class QualityDaySwitchSerializer(QualitySwitchSerializer):
+    day = serializers.DateField(help_text="The day it happened (local time), one of `days`.")
+
+
+class QualityDaySeriesSerializer(serializers.Serializer):
+    """One version's numbers per day; every list is aligned with ``days``."""
+
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    status = serializers.ChoiceField(choices=ModelVersion.Status.choices)
+    field_accuracy = serializers.FloatField(allow_null=True)
+    predictions = serializers.ListField(child=serializers.IntegerField())
+    labelled = serializers.ListField(child=serializers.IntegerField())
+    correct = serializers.ListField(child=serializers.IntegerField())
+    accuracy = serializers.ListField(child=serializers.FloatField(allow_null=True),
+                                     help_text="null on a day without labelled drawings")
+    mean_confidence = serializers.ListField(child=serializers.FloatField(allow_null=True),
+                                            help_text="of every answer that day; null on a day without any")
+    confidence_histogram = serializers.ListField(child=serializers.IntegerField(), min_length=10, max_length=10,
+                                                 help_text="answers per confidence band of the period (see `bins`)")
+    total_predictions = serializers.IntegerField()
+    total_labelled = serializers.IntegerField()
+    total_correct = serializers.IntegerField()
+    accuracy_overall = serializers.FloatField(allow_null=True)
+
+
+class QualityOverTimeSerializer(serializers.Serializer):
+    days = serializers.ListField(child=serializers.DateField(),
+                                 help_text="From the first day with a prediction (60 days at most) to today.")
+    versions = QualityDaySeriesSerializer(many=True)
+    switches = QualityDaySwitchSerializer(many=True)
+    bins = serializers.ListField(child=serializers.FloatField(), help_text="The 11 edges of the confidence bands.")
+
+
+class QualityBucketSerializer(serializers.Serializer):
+    """``labelled`` consecutive labelled drawings of one version."""
+
+    index = serializers.IntegerField(help_text="1 = the version's first bucket")
+    first = serializers.IntegerField(help_text="position of its first drawing among all labelled drawings, "
+                                               "in the order drawn (1 = the oldest)")
+    last = serializers.IntegerField(help_text="position of its last drawing")
+    first_at = serializers.DateTimeField()
+    last_at = serializers.DateTimeField()
+    labelled = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField()
+    mean_confidence = serializers.FloatField()
+    full = serializers.BooleanField(help_text="false for a version's last bucket when it holds fewer than `bucket`")
+
+
+class QualityDrawingsSeriesSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    status = serializers.ChoiceField(choices=ModelVersion.Status.choices)
+    labelled = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField()
+    points = QualityBucketSerializer(many=True)
+
+
+class QualityDrawingsSwitchSerializer(QualitySwitchSerializer):
+    position = serializers.IntegerField(help_text="labelled drawings drawn before it")
+
+
+class QualityByDrawingsSerializer(serializers.Serializer):
+    bucket = serializers.IntegerField(help_text="drawings per point (the QUALITY_BUCKET setting)")
+    total = serializers.IntegerField(help_text="labelled drawings, all versions")
+    versions = QualityDrawingsSeriesSerializer(many=True)
+    switches = QualityDrawingsSwitchSerializer(many=True)
+
+
+class QualityCheckSerializer(serializers.Serializer):
+    model_version = ModelVersionRefSerializer()
+    window = serializers.IntegerField(help_text="labelled drawings compared (the QUALITY_WINDOW setting)")
+    margin = serializers.FloatField(help_text="accuracy it may lose before the warning (QUALITY_WARNING_MARGIN)")
+    n = serializers.IntegerField(help_text="its labelled drawings in the window (fewer than `window`: no verdict)")
+    correct = serializers.IntegerField()
+    recent_accuracy = serializers.FloatField(allow_null=True)
+    field_accuracy = serializers.FloatField(allow_null=True, help_text="measured on the field set when registered")
+    field_n = serializers.IntegerField(allow_null=True)
+    drop = serializers.FloatField(allow_null=True, help_text="field_accuracy - recent_accuracy")
+    state = serializers.ChoiceField(
+        choices=["warning", "ok", "too_few_labels", "no_field_accuracy"],
+        help_text="warning: recent accuracy is below the field-set accuracy by more than `margin`; "
+                  "too_few_labels: fewer than `window` labelled drawings, no verdict yet",
+    )
+
+
+class StatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    labelled = serializers.IntegerField()
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    per_version = StatsPerVersionSerializer(many=True)
+    confusion_matrix = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="10x10: rows are the labels, columns the digits the model read",
+    )
+    quality = QualityOverTimeSerializer(help_text="Quality over time, per day and model version.")
+    quality_by_drawings = QualityByDrawingsSerializer(help_text="Accuracy per `bucket` labelled drawings.")
+    quality_checks = QualityCheckSerializer(many=True, help_text="Each version's recent labelled drawings against "
+                                                                 "its field-set accuracy, the active version first.")

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from engine.preprocessing import to_png_bytes
 from mnistsite.parsers import JSONParser
 
-from . import lifecycle, shadow
+from . import lifecycle, quality, shadow
 from .labels import label_record
 from .review import review_counts, review_next
 from .filters import PredictionFilter
@@ -38,6 +38,7 @@ from .serializers import (
     ReasonSerializer,
     ReviewLabelRequestSerializer,
     ReviewQueryParamsSerializer,
+    StatsSerializer,
 )
 from .services import (
     Client,
@@ -254,17 +255,21 @@ class PredictionListView(generics.ListAPIView):
 
 
 class StatsView(APIView):
+    """The statistics page's numbers: counts, accuracy per version, confusion matrix, quality over time."""
+
     permission_classes = [permissions.IsAdminUser]
 
-    @extend_schema(summary="Accuracy on labelled drawings per model version, confusion matrix, counts",
-                   responses={200: inline_serializer("Stats", {
-                       "total": drf_serializers.IntegerField(), "labelled": drf_serializers.IntegerField(),
-                       "correct": drf_serializers.IntegerField(), "accuracy": drf_serializers.FloatField(allow_null=True),
-                       "per_version": drf_serializers.ListField(child=drf_serializers.DictField()),
-                       "confusion_matrix": drf_serializers.ListField(child=drf_serializers.ListField()),
-                   })})
+    @extend_schema(
+        summary="Accuracy on labelled drawings per model version, confusion matrix, counts, quality over time",
+        description="`quality`: per day (the last 60 at most) and model version, accuracy on labelled drawings and "
+                    "mean confidence, with the changes of the active version. `quality_by_drawings`: the same "
+                    "accuracy per `QUALITY_BUCKET` labelled drawings of each version, in the order drawn. "
+                    "`quality_checks`: each version's last `QUALITY_WINDOW` labelled drawings against its "
+                    "field-set accuracy; `state` is `warning` when lower by more than `QUALITY_WARNING_MARGIN`.",
+        responses={200: StatsSerializer, 401: ERROR, 403: ERROR},
+    )
     def get(self, request: Request) -> Response:
-        return Response(prediction_stats())
+        return Response({**prediction_stats(), **quality.quality_report()})
 
 
 class MnistRandomView(APIView):

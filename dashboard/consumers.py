@@ -34,7 +34,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from mnistsite.errors import ApplicationError
-from training.events import ALL_RUNS_GROUP, run_group
+from training.events import ALL_RUNS_GROUP, remember_server_loop, run_group
 from training.models import TrainingRun
 from training.services import training_run_cancel
 
@@ -161,6 +161,7 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
             return
         SocketCount.open += 1
         self.counted = True
+        remember_server_loop(asyncio.get_running_loop())  # runs published from any thread reach this socket
         await super().websocket_connect(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:

@@ -349,6 +349,16 @@ SHADOW_NICE = int(os.environ.get("SHADOW_NICE", 10))
 # drawings is below its field-set accuracy by more than QUALITY_WARNING_MARGIN (accuracy, 0..1).
 QUALITY_WINDOW = int(os.environ.get("QUALITY_WINDOW", 200))
 QUALITY_WARNING_MARGIN = float(os.environ.get("QUALITY_WARNING_MARGIN", 0.02))
+# The stats page's accuracy per N labelled drawings: each point is a version's next QUALITY_BUCKET of them.
+QUALITY_BUCKET = int(os.environ.get("QUALITY_BUCKET", 100))
+if QUALITY_BUCKET < 1:
+    raise ImproperlyConfigured("QUALITY_BUCKET must be at least 1, e.g. 100")
+# The admin's "Import drawings" form refuses a dataset zip larger than this (bytes, as uploaded); the
+# import_drawings command reads files of any size.
+DRAWINGS_IMPORT_MAX_BYTES = int(os.environ.get("DRAWINGS_IMPORT_MAX_BYTES", 200 * 1024 * 1024))
+# Any import (admin or command) refuses a zip member that unpacks to more than this (bytes): the
+# inputs of a million drawings are 784 MB.
+DRAWINGS_IMPORT_MAX_MEMBER_BYTES = int(os.environ.get("DRAWINGS_IMPORT_MAX_MEMBER_BYTES", 1024 ** 3))
 
 LOGGING = {
     "version": 1,

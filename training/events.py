@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,10 @@ ALL_RUNS_GROUP = "training"
 PUBLISH_TIMEOUT_SECONDS = 2.0
 
 _home = threading.local()
+# The ASGI server's event loop, once a request or a dashboard socket showed it: publishers in threads
+# the server did not start from a request (the retraining policy's scheduler, the run reaper) hand
+# in-memory messages to it too.
+_server_loop: asyncio.AbstractEventLoop | None = None
 
 
 def run_group(run_id: int) -> str:
@@ -41,6 +45,27 @@ def set_home_loop(loop: asyncio.AbstractEventLoop | None) -> None:
     _home.loop = loop
 
 
+def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Note the loop the server's consumers run on (called as a dashboard socket connects)."""
+    global _server_loop
+    _server_loop = loop
+
+
+def _publish_loop() -> asyncio.AbstractEventLoop | None:
+    """Where this thread's messages go: its home loop, else (in-memory layer only) the server's loop."""
+    loop = getattr(_home, "loop", None)
+    if loop is None and isinstance(get_channel_layer(), InMemoryChannelLayer):
+        loop = _server_loop
+    if loop is None or not loop.is_running() or loop.is_closed():
+        return None
+    try:
+        if asyncio.get_running_loop() is loop:
+            return None  # already on it (a consumer or an async view): plain async_to_sync would deadlock
+    except RuntimeError:
+        pass
+    return loop
+
+
 def server_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop of the ASGI server when called from a sync view it runs, else None."""
 
@@ -51,15 +76,18 @@ def server_loop() -> asyncio.AbstractEventLoop | None:
         loop = async_to_sync(running)()
     except RuntimeError:
         return None
-    return loop if loop.is_running() else None
+    if not loop.is_running():
+        return None
+    remember_server_loop(loop)
+    return loop
 
 
 def _send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    loop = getattr(_home, "loop", None)
-    if loop is not None and loop.is_running() and not loop.is_closed():
+    loop = _publish_loop()
+    if loop is not None:
         asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(PUBLISH_TIMEOUT_SECONDS)
     else:
         async_to_sync(layer.group_send)(group, message)

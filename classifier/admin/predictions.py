@@ -4,23 +4,31 @@ A prediction is a record: everything on it is read-only except the label a perso
 label, recorded with its provenance by ``classifier.labels``; every label given is listed below it). Its
 drawing, model input and probability chart are rendered by templates in ``admin/classifier/display/``.
 The action "Export labelled drawings" streams the selected drawings' labelled ones as a dataset zip
-(``classifier.dataset``).
+(``classifier.dataset``); the list's "Import drawings" button reads such a zip back through the same
+import as ``manage.py import_drawings``, for staff who may add predictions.
 """
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from classifier.dataset import export_queryset, export_zip_chunks
+from classifier.dataset import ImportSummary, export_queryset, export_zip_chunks, import_drawings
 from classifier.labels import NOT_A_DIGIT, label_record, labels_clear
 from classifier.models import Label, Prediction
 from classifier.selectors import input_data_url
+from mnistsite.errors import ApplicationError
 
 from .display import admin_change_link, render_fragment, ten_floats
 
@@ -110,10 +118,45 @@ class PredictionLabelForm(ModelForm):
         return cleaned
 
 
+class DrawingsImportForm(forms.Form):
+    """A dataset zip in the export format; its size is checked here, its content by ``classifier.dataset``."""
+
+    dataset = forms.FileField(
+        label="Dataset zip",
+        help_text="A zip as the action \"Export labelled drawings\" or manage.py export_drawings writes it.",
+    )
+
+    def clean_dataset(self):
+        upload = self.cleaned_data["dataset"]
+        limit = settings.DRAWINGS_IMPORT_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; at most {filesizeformat(limit)} may be imported here "
+                "(DRAWINGS_IMPORT_MAX_BYTES). Larger files: manage.py import_drawings."
+            )
+        return upload
+
+
+def import_messages(summary: ImportSummary) -> list[tuple[int, str]]:
+    """What an import did, as (level, text) for the admin's messages."""
+    found = [(messages.SUCCESS, f"{summary.rows} drawings read: {summary.created} imported, "
+                                f"{summary.duplicates} skipped as duplicates "
+                                "(the same pixels as a drawing labelled here or an earlier row).")]
+    conflicts = len(summary.conflicts)
+    if conflicts:
+        rows = ", ".join(str(c["index"]) for c in summary.conflicts[:20])
+        more = f" and {conflicts - 20} more" if conflicts > 20 else ""
+        found.append((messages.WARNING, f"{conflicts} of the duplicates {'is' if conflicts == 1 else 'are'} labelled "
+                                        f"otherwise here; the label here was kept (manifest rows {rows}{more})."))
+    return found
+
+
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
     form = PredictionLabelForm
     actions = ["export_labelled_drawings"]
+    change_list_template = "admin/classifier/prediction_change_list.html"
+    import_template = "admin/classifier/prediction_import.html"
     list_display = (
         "id",
         "drawing_thumbnail",
@@ -186,6 +229,45 @@ class PredictionAdmin(admin.ModelAdmin):
             labels_clear(prediction=obj)
         else:
             label_record(prediction=obj, value=choice, by=request.user, via=Label.Via.ADMIN)
+
+    # importing a dataset zip
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="classifier_prediction_import"),
+        ] + super().get_urls()
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        """Importing creates predictions: staff holding the model's add permission (which the admin's own
+        add form never uses, see ``has_add_permission``)."""
+        user = request.user
+        codename = get_permission_codename("add", self.opts)
+        return bool(user.is_active and user.is_staff and user.has_perm(f"{self.opts.app_label}.{codename}"))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        context = {"has_import_permission": self.has_import_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a dataset zip and import it, all or nothing; a file that is refused is a form error."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        posted = request.method == "POST"
+        form = DrawingsImportForm(request.POST if posted else None, request.FILES if posted else None)
+        if posted and form.is_valid():
+            try:
+                summary = import_drawings(source=form.cleaned_data["dataset"], by=request.user)
+            except ApplicationError as exc:
+                form.add_error("dataset", f"Nothing was imported. {exc.message}")
+            else:
+                for level, text in import_messages(summary):
+                    messages.add_message(request, level, text)
+                return HttpResponseRedirect(reverse("admin:classifier_prediction_changelist"))
+        return TemplateResponse(request, self.import_template, {
+            **self.admin_site.each_context(request), "opts": self.opts, "has_view_permission": True,
+            "title": "Import drawings", "form": form,
+            "max_size": filesizeformat(settings.DRAWINGS_IMPORT_MAX_BYTES),
+        })
 
     @admin.action(description="Export labelled drawings (dataset zip)", permissions=["view"])
     def export_labelled_drawings(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:

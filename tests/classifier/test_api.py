@@ -343,6 +343,54 @@ def test_stats_counts_accuracy_and_confusion(staff_client, api_client):
     assert row["model_version"]["name"] == "cnn" and row["accuracy"] == 0.5
 
 
+def test_stats_include_quality_per_day_per_n_drawings_and_the_checks(staff_client, token_client, settings):
+    from django.utils import timezone
+
+    settings.QUALITY_BUCKET = 2
+    settings.QUALITY_WINDOW = 2
+    settings.QUALITY_WARNING_MARGIN = 0.02
+    cnn = ModelVersion.objects.active().get()
+    cnn.metrics = {**(cnn.metrics or {}), "field_accuracy": 0.99, "field_n": 500}
+    cnn.save(update_fields=["metrics"])
+    ids = [_predict(staff_client) for _ in range(4)]  # each a seven, read as 7
+    for pk, label in zip(ids, (7, 1, 7)):  # the fourth stays unlabelled
+        staff_client.post(f"/api/predictions/{pk}/label/", {"label": label}, format="json")
+
+    assert_error(token_client.get("/api/stats/"), 403, "permission_denied")  # signed in, not staff
+    stats = staff_client.get("/api/stats/").json()
+
+    day = stats["quality"]
+    assert day["days"][-1] == timezone.localdate().isoformat() and len(day["bins"]) == 11
+    (series,) = day["versions"]
+    assert series["id"] == cnn.pk and series["predictions"][-1] == 4
+    assert (series["labelled"][-1], series["correct"][-1]) == (3, 2) and series["accuracy"][-1] == pytest.approx(2 / 3)
+
+    per_n = stats["quality_by_drawings"]
+    assert (per_n["bucket"], per_n["total"]) == (2, 3)
+    (series,) = per_n["versions"]
+    assert [(p["first"], p["last"], p["labelled"], p["correct"], p["full"]) for p in series["points"]] == [
+        (1, 2, 2, 1, True), (3, 3, 1, 1, False),
+    ]
+
+    check = stats["quality_checks"][0]  # the active version first
+    assert check["model_version"]["id"] == cnn.pk and (check["window"], check["n"], check["correct"]) == (2, 2, 1)
+    # its last two labels (7 right, 1 wrong): 50% against 99% on the field set
+    assert check["state"] == "warning" and check["drop"] == pytest.approx(0.49)
+
+
+def test_stats_schema_documents_the_quality_fields(api_client):
+    schema = api_client.get("/api/schema/", {"format": "json"}).json()
+    responses = schema["paths"]["/api/stats/"]["get"]["responses"]
+    assert set(responses) >= {"200", "401", "403"}
+    components = schema["components"]["schemas"]
+    stats = components[responses["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"quality", "quality_by_drawings", "quality_checks"} <= set(stats["properties"])
+    assert {"position", "action", "version"} <= set(components["QualityDrawingsSwitch"]["properties"])
+    assert {"first", "last", "accuracy", "mean_confidence", "full"} <= set(components["QualityBucket"]["properties"])
+    state = components["QualityCheck"]["properties"]["state"]
+    assert "warning" in components[state["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]
+
+
 # ------------------------------------------------------------------ registry endpoints
 
 

@@ -129,6 +129,16 @@ def test_importing_twice_skips_exact_duplicates(drawings, staff_user, tmp_path):
     assert Prediction.objects.count() == count
 
 
+def test_a_member_that_unpacks_too_large_is_refused_before_it_is_read(drawings, staff_user, settings):
+    good = export_bytes()
+    count = Prediction.objects.count()
+    settings.DRAWINGS_IMPORT_MAX_MEMBER_BYTES = 1000  # the export's images file is 4 x 784 + 16 bytes
+    with pytest.raises(ApplicationError) as refused:
+        import_drawings(source=io.BytesIO(good), by=staff_user)
+    assert refused.value.code == "invalid_dataset" and "unpacks to" in refused.value.message
+    assert Prediction.objects.count() == count
+
+
 def test_import_refuses_bad_files_and_non_staff(drawings, staff_user, user, tmp_path):
     good = export_bytes()
     with pytest.raises(ApplicationError) as denied:

@@ -1,130 +1,192 @@
-// The statistics page's quality-over-time charts, drawn with the vendored Chart.js from the numbers
-// the page embeds (classifier.quality.quality_over_time, in the "quality-data" script element).
+// The statistics page's quality charts, drawn with the vendored Chart.js from the numbers the page
+// embeds: per day (classifier.quality.quality_over_time, the "quality-data" script element) and per N
+// labelled drawings (classifier.quality.quality_by_drawings, "quality-drawings-data"). Either may be
+// absent; each chart is drawn from its own data.
 (() => {
   "use strict";
 
-  const source = document.getElementById("quality-data");
-  if (!source || !window.Chart) return;
-  const data = JSON.parse(source.textContent);
+  if (!window.Chart) return;
+  const readJson = (id) => {
+    const element = document.getElementById(id);
+    return element ? JSON.parse(element.textContent) : null;
+  };
+  const perDay = readJson("quality-data");
+  const perDrawings = readJson("quality-drawings-data");
+  if (!perDay && !perDrawings) return;
+
+  // One colour per model version on every chart, in the order of the versions' ids.
   const COLORS = ["#2456d6", "#17803d", "#b42318", "#8a4fd3", "#c26a00", "#0f7c8c", "#5d6470", "#c2417a"];
-  const color = (i) => COLORS[i % COLORS.length];
+  const versionIds = [...new Set([...(perDay?.versions || []), ...(perDrawings?.versions || [])].map((v) => v.id))]
+    .sort((a, b) => a - b);
+  const color = (version) => COLORS[versionIds.indexOf(version.id) % COLORS.length];
   const percent = (value) => (value == null ? "–" : `${(100 * value).toFixed(1)}%`);
   const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
 
   window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   window.Chart.defaults.color = "#5d6470";
 
-  // Switches of the active version, grouped by day: a dashed vertical line with its label on top.
-  const switchesByDay = new Map();
-  for (const s of data.switches) {
-    const text = `${s.version} ${s.action_display}`;
-    switchesByDay.set(s.day, [...(switchesByDay.get(s.day) || []), text]);
+  // Switches of the active version: a dashed vertical line at each x value, with its labels on top.
+  // `markers` maps an x value of the chart's scale to the texts drawn there.
+  function switchMarkers(markers) {
+    return {
+      id: "switchMarkers",
+      afterDatasetsDraw(chart) {
+        const { ctx, chartArea, scales } = chart;
+        ctx.save();
+        ctx.strokeStyle = "#1b1e24";
+        ctx.fillStyle = "#1b1e24";
+        ctx.setLineDash([5, 4]);
+        ctx.font = `11px ${window.Chart.defaults.font.family}`;
+        for (const [value, texts] of markers) {
+          const x = scales.x.getPixelForValue(value);
+          if (!(x >= chartArea.left && x <= chartArea.right)) continue;
+          ctx.beginPath();
+          ctx.moveTo(x, chartArea.top);
+          ctx.lineTo(x, chartArea.bottom);
+          ctx.stroke();
+          // The label goes right of the line, or left of it where it would not fit.
+          const text = texts.join(", ");
+          const width = ctx.measureText(text).width;
+          const fitsRight = x + 4 + width <= chartArea.right;
+          ctx.textAlign = fitsRight ? "left" : "right";
+          const at = fitsRight ? x + 4 : Math.max(x - 4, chartArea.left + width);
+          ctx.fillText(text, at, chartArea.top + 12);
+        }
+        ctx.restore();
+      },
+    };
   }
-  const switchMarkers = {
-    id: "switchMarkers",
-    afterDatasetsDraw(chart) {
-      const { ctx, chartArea, scales } = chart;
-      ctx.save();
-      ctx.strokeStyle = "#1b1e24";
-      ctx.fillStyle = "#1b1e24";
-      ctx.setLineDash([5, 4]);
-      ctx.font = `11px ${window.Chart.defaults.font.family}`;
-      for (const [day, texts] of switchesByDay) {
-        const index = data.days.indexOf(day);
-        if (index < 0) continue;
-        const x = scales.x.getPixelForValue(index);
-        ctx.beginPath();
-        ctx.moveTo(x, chartArea.top);
-        ctx.lineTo(x, chartArea.bottom);
-        ctx.stroke();
-        // The label goes right of the line, or left of it where it would not fit.
-        const text = texts.join(", ");
-        const width = ctx.measureText(text).width;
-        const fitsRight = x + 4 + width <= chartArea.right;
-        ctx.textAlign = fitsRight ? "left" : "right";
-        const at = fitsRight ? x + 4 : Math.max(x - 4, chartArea.left + width);
-        ctx.fillText(text, at, chartArea.top + 12);
-      }
-      ctx.restore();
-    },
-  };
 
-  function lineChart(canvas, { series, yTitle, max, tooltip }) {
-    return new window.Chart(canvas, {
-      type: "line",
+  function groupSwitches(switches, valueOf) {
+    const markers = new Map();
+    for (const s of switches) {
+      const value = valueOf(s);
+      if (value == null) continue;
+      markers.set(value, [...(markers.get(value) || []), `${s.version} ${s.action_display}`]);
+    }
+    return markers;
+  }
+
+  const baseOptions = (xScale, yTitle, max, tooltipCallbacks) => ({
+    animation: false,
+    responsive: true,
+    maintainAspectRatio: false,
+    interaction: { mode: "nearest", axis: "x", intersect: false },
+    elements: { point: { radius: 3 }, line: { borderWidth: 2, tension: 0 } },
+    scales: {
+      x: xScale,
+      y: { title: { display: true, text: yTitle }, suggestedMax: max, ticks: { callback: (value) => percent(value) } },
+    },
+    plugins: { legend: { labels: { boxWidth: 12 } }, tooltip: { callbacks: tooltipCallbacks } },
+  });
+
+  function drawPerDay(data) {
+    const index = new Map(data.days.map((day, i) => [day, i]));
+    const markers = switchMarkers(groupSwitches(data.switches, (s) => index.get(s.day)));
+
+    function lineChart(canvas, { series, yTitle, max, tooltip }) {
+      return new window.Chart(canvas, {
+        type: "line",
+        data: {
+          labels: data.days,
+          datasets: data.versions.map((v) => ({
+            label: v.label, data: series(v), borderColor: color(v), backgroundColor: color(v), spanGaps: true,
+          })),
+        },
+        options: baseOptions({ title: { display: true, text: "day" } }, yTitle, max, { label: tooltip }),
+        plugins: [markers],
+      });
+    }
+
+    lineChart(byTestId("quality-accuracy-chart"), {
+      series: (v) => v.accuracy,
+      yTitle: "accuracy",
+      max: 1,
+      tooltip: (ctx) => {
+        const v = data.versions[ctx.datasetIndex];
+        const i = ctx.dataIndex;
+        return `${v.label}: ${percent(v.accuracy[i])} (${v.correct[i]} of ${v.labelled[i]} labelled)`;
+      },
+    });
+    lineChart(byTestId("quality-confidence-chart"), {
+      series: (v) => v.mean_confidence,
+      yTitle: "mean confidence",
+      max: 1,
+      tooltip: (ctx) => {
+        const v = data.versions[ctx.datasetIndex];
+        const i = ctx.dataIndex;
+        return `${v.label}: ${percent(v.mean_confidence[i])} (${v.predictions[i]} answers)`;
+      },
+    });
+
+    // Share of each version's answers per confidence band, so versions with more traffic compare fairly.
+    const bands = data.bins.slice(0, -1).map((low, i) => `${Math.round(100 * low)}–${Math.round(100 * data.bins[i + 1])}%`);
+    new window.Chart(byTestId("quality-histogram-chart"), {
+      type: "bar",
       data: {
-        labels: data.days,
-        datasets: data.versions.map((v, i) => ({
-          label: v.label, data: series(v), borderColor: color(i), backgroundColor: color(i), spanGaps: true,
-        })),
+        labels: bands,
+        datasets: data.versions.map((v) => {
+          const total = v.confidence_histogram.reduce((a, b) => a + b, 0) || 1;
+          return { label: v.label, data: v.confidence_histogram.map((n) => n / total), backgroundColor: color(v) };
+        }),
       },
       options: {
         animation: false,
         responsive: true,
         maintainAspectRatio: false,
-        interaction: { mode: "nearest", axis: "x", intersect: false },
-        elements: { point: { radius: 3 }, line: { borderWidth: 2, tension: 0 } },
         scales: {
-          x: { title: { display: true, text: "day" } },
-          y: { title: { display: true, text: yTitle }, suggestedMax: max, ticks: { callback: (value) => percent(value) } },
+          x: { title: { display: true, text: "confidence" } },
+          y: { title: { display: true, text: "share of answers" }, ticks: { callback: (value) => percent(value) } },
         },
-        plugins: { legend: { labels: { boxWidth: 12 } }, tooltip: { callbacks: { label: tooltip } } },
-      },
-      plugins: [switchMarkers],
-    });
-  }
-
-  lineChart(byTestId("quality-accuracy-chart"), {
-    series: (v) => v.accuracy,
-    yTitle: "accuracy",
-    max: 1,
-    tooltip: (ctx) => {
-      const v = data.versions[ctx.datasetIndex];
-      const i = ctx.dataIndex;
-      return `${v.label}: ${percent(v.accuracy[i])} (${v.correct[i]} of ${v.labelled[i]} labelled)`;
-    },
-  });
-  lineChart(byTestId("quality-confidence-chart"), {
-    series: (v) => v.mean_confidence,
-    yTitle: "mean confidence",
-    max: 1,
-    tooltip: (ctx) => {
-      const v = data.versions[ctx.datasetIndex];
-      const i = ctx.dataIndex;
-      return `${v.label}: ${percent(v.mean_confidence[i])} (${v.predictions[i]} answers)`;
-    },
-  });
-
-  // Share of each version's answers per confidence band, so versions with more traffic compare fairly.
-  const bands = data.bins.slice(0, -1).map((low, i) => `${Math.round(100 * low)}–${Math.round(100 * data.bins[i + 1])}%`);
-  new window.Chart(byTestId("quality-histogram-chart"), {
-    type: "bar",
-    data: {
-      labels: bands,
-      datasets: data.versions.map((v, i) => {
-        const total = v.confidence_histogram.reduce((a, b) => a + b, 0) || 1;
-        return { label: v.label, data: v.confidence_histogram.map((n) => n / total), backgroundColor: color(i) };
-      }),
-    },
-    options: {
-      animation: false,
-      responsive: true,
-      maintainAspectRatio: false,
-      scales: {
-        x: { title: { display: true, text: "confidence" } },
-        y: { title: { display: true, text: "share of answers" }, ticks: { callback: (value) => percent(value) } },
-      },
-      plugins: {
-        legend: { labels: { boxWidth: 12 } },
-        tooltip: {
-          callbacks: {
-            label: (ctx) => {
-              const v = data.versions[ctx.datasetIndex];
-              return `${v.label}: ${percent(ctx.parsed.y)} (${v.confidence_histogram[ctx.dataIndex]} answers)`;
+        plugins: {
+          legend: { labels: { boxWidth: 12 } },
+          tooltip: {
+            callbacks: {
+              label: (ctx) => {
+                const v = data.versions[ctx.datasetIndex];
+                return `${v.label}: ${percent(ctx.parsed.y)} (${v.confidence_histogram[ctx.dataIndex]} answers)`;
+              },
             },
           },
         },
       },
-    },
-  });
+    });
+  }
+
+  // Accuracy per N labelled drawings: x is the position on the axis of every labelled drawing (1 = the
+  // oldest), a point sits at its bucket's last drawing; a switch at position p lies between drawings p
+  // and p + 1. A version's last, partly filled bucket is drawn hollow.
+  function drawPerDrawings(data) {
+    const point = (ctx) => data.versions[ctx.datasetIndex].points[ctx.dataIndex];
+    new window.Chart(byTestId("quality-drawings-chart"), {
+      type: "line",
+      data: {
+        datasets: data.versions.map((v) => ({
+          label: v.label,
+          data: v.points.map((p) => ({ x: p.last, y: p.accuracy })),
+          borderColor: color(v),
+          backgroundColor: color(v),
+          pointBackgroundColor: v.points.map((p) => (p.full ? color(v) : "#fff")),
+        })),
+      },
+      options: baseOptions(
+        { type: "linear", min: 0, max: Math.max(data.total, ...data.switches.map((s) => s.position + 0.5)), title: { display: true, text: "labelled drawings, in the order drawn" },
+          ticks: { precision: 0 } },
+        "accuracy",
+        1,
+        {
+          title: (items) => (items.length ? `drawings ${point(items[0]).first}–${point(items[0]).last}` : ""),
+          label: (ctx) => {
+            const p = point(ctx);
+            const v = data.versions[ctx.datasetIndex];
+            return `${v.label}: ${percent(p.accuracy)} (${p.correct} of ${p.labelled}), mean confidence ${percent(p.mean_confidence)}`;
+          },
+        },
+      ),
+      plugins: [switchMarkers(groupSwitches(data.switches, (s) => s.position + 0.5))],
+    });
+  }
+
+  if (perDay) drawPerDay(perDay);
+  if (perDrawings) drawPerDrawings(perDrawings);
 })();
