@@ -54,6 +54,11 @@ class AugmentConfig:
     crossed_seven: float = 0.0  # a short bar across the middle of the stem
     open_four: float = 0.0  # the top where the diagonal meets the upright left open
     habits_extra: bool = False  # a glyph with a habit joins the batch as an extra sample (True) or replaces it
+    # The one's flag: degrees below the horizontal (range), length as a share of the stem (range), and
+    # the most it may reach sideways (share of the stem). See FLAG_ANGLE, FLAG_LENGTH, FLAG_REACH.
+    flag_angle: tuple[float, float] = FLAG_ANGLE
+    flag_length: tuple[float, float] = FLAG_LENGTH
+    flag_reach: float = FLAG_REACH
 
     def __post_init__(self) -> None:
         shares = {
@@ -65,6 +70,17 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be a share in [0, 1]")
         if self.slashed_zero + self.dotted_zero > 1.0:
             raise ValueError("slashed_zero + dotted_zero cannot exceed 1 (a zero gets at most one)")
+        # Stored configs come back from JSON with lists where tuples were.
+        object.__setattr__(self, "flag_angle", tuple(float(v) for v in self.flag_angle))
+        object.__setattr__(self, "flag_length", tuple(float(v) for v in self.flag_length))
+        low, high = self.flag_angle
+        if not (len(self.flag_angle) == 2 and 0.0 <= low <= high <= 80.0):
+            raise ValueError("flag_angle must be [low, high] degrees below the horizontal, within 0-80")
+        shortest, longest = self.flag_length
+        if not (len(self.flag_length) == 2 and 0.0 < shortest <= longest <= 1.0):
+            raise ValueError("flag_length must be [shortest, longest] shares of the stem, within (0, 1]")
+        if not 0.0 < self.flag_reach <= 1.0:
+            raise ValueError("flag_reach must be a share of the stem in (0, 1]")
 
     @property
     def has_habits(self) -> bool:
@@ -229,16 +245,24 @@ def stem(images: torch.Tensor, glyphs: Glyphs) -> tuple[torch.Tensor, torch.Tens
 
 
 def flag_strokes(
-    top: torch.Tensor, bottom: torch.Tensor, generator: torch.Generator | None, like: torch.Tensor
+    top: torch.Tensor,
+    bottom: torch.Tensor,
+    generator: torch.Generator | None,
+    like: torch.Tensor,
+    *,
+    angle_deg: tuple[float, float] = FLAG_ANGLE,
+    length_share: tuple[float, float] = FLAG_LENGTH,
+    reach: float = FLAG_REACH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A flag from the top of each stem, down to the left at 20-65 degrees below the horizontal,
-    25-60% of the stem's length but reaching at most 45% of it sideways: shorter than the stem and
-    slanted, so the stem stays the dominant stroke (a 7's bar is long and nearly horizontal)."""
+    """A flag from the top of each stem, down to the left at ``angle_deg`` below the horizontal
+    (default 20-65 degrees), ``length_share`` of the stem's length (25-60%) but reaching at most
+    ``reach`` of it sideways (45%): shorter than the stem, so the stem stays the dominant stroke (a 7's
+    bar is long and nearly horizontal)."""
     n = len(top)
     length = (top - bottom).norm(dim=1).clamp_min(1.0)
-    angle = _uniform(n, FLAG_ANGLE[0], FLAG_ANGLE[1], like, generator) * (math.pi / 180)
-    flag = _uniform(n, FLAG_LENGTH[0], FLAG_LENGTH[1], like, generator) * length
-    flag = torch.minimum(flag, FLAG_REACH * length / torch.cos(angle))
+    angle = _uniform(n, angle_deg[0], angle_deg[1], like, generator) * (math.pi / 180)
+    flag = _uniform(n, length_share[0], length_share[1], like, generator) * length
+    flag = torch.minimum(flag, reach * length / torch.cos(angle))
     direction = torch.stack([-torch.cos(angle), torch.sin(angle)], dim=1)  # left and down (y grows down)
     return top, top + direction * flag.unsqueeze(1)
 
@@ -364,7 +388,8 @@ def habit_variants(
     segments = [
         (slashed, *slash_strokes(glyphs, generator, sub), pen),
         (dotted, *dot_strokes(glyphs, generator, sub), pen * 1.6),
-        (flagged, *flag_strokes(top, bottom, generator, sub), pen),
+        (flagged, *flag_strokes(top, bottom, generator, sub, angle_deg=cfg.flag_angle,
+                                length_share=cfg.flag_length, reach=cfg.flag_reach), pen),
         (serifed, *serif_strokes(top, bottom, generator, sub), pen),
         (crossed, *cross_strokes(sub, glyphs, generator, sub), pen),
     ]

@@ -54,7 +54,8 @@ class RunSpec:
                           help="auto: CUDA when available; cuda runs go to the GPU workers' queue.")
     base_version: int | None = _option(None, kind="version", label="Base version",
                                        help="Fine-tune from this model version; null or absent: from scratch. Options "
-                                            "left out then take the fine-tune recipe (engine.trainer.FINETUNE).")
+                                            "left out then take the fine-tune recipe (engine.trainer.FINETUNE; its augmentation draws "
+                                            "ones' flags flatter: FINETUNE_AUGMENT).")
     use_drawings: bool = _option(True, kind="bool", label="Use labelled drawings", dashboard="main",
                                  help="Mix in the drawings users corrected (the field set is always held out).")
     extra_repeat: int | None = _option(None, kind="int", minimum=0, maximum=100, label="Repeat drawings",

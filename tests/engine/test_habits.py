@@ -1,6 +1,8 @@
 """Writing habits synthesised from glyphs: slashed / dotted zeros, flagged / based ones, crossed
 sevens, open fours (``engine.augment.add_habits``)."""
+import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -217,6 +219,28 @@ def test_flag_stays_short_and_slanted_with_the_stem_dominant():
     # the flatter the flag, the shorter
     flat = angle < 30
     assert flat.any() and (length[flat] <= FLAG_REACH / math.cos(math.radians(30)) + 1e-4).all()
+
+
+def test_a_configured_flag_geometry_is_what_gets_drawn():
+    """Flatter, wider-reaching flags (the fine-tune recipe's) still keep to their own bounds."""
+    n = 2000
+    top = torch.tensor([[14.5, 4.0]]).repeat(n, 1)
+    bottom = torch.tensor([[14.5, 24.0]]).repeat(n, 1)
+    p0, p1 = flag_strokes(top, bottom, gen(), top, angle_deg=(5.0, 65.0), length_share=(0.25, 0.6), reach=0.55)
+    d = p1 - p0
+    angle = torch.rad2deg(torch.atan2(d[:, 1], -d[:, 0]))
+    assert angle.min() >= 5.0 - 1e-3 and angle.min() < 20.0 and angle.max() <= 65.0 + 1e-3
+    assert (d[:, 0].abs() / 20.0).max() <= 0.55 + 1e-4
+    assert (d.norm(dim=1) / 20.0).max() <= 0.6 + 1e-4
+
+
+def test_flag_geometry_is_validated_and_survives_json():
+    cfg = AugmentConfig(**json.loads(json.dumps(asdict(AugmentConfig(flag_angle=(5, 65), flag_reach=0.55)))))
+    assert cfg.flag_angle == (5.0, 65.0) and cfg.flag_length == FLAG_LENGTH and cfg.flag_reach == 0.55
+    for bad in ({"flag_angle": (40, 10)}, {"flag_angle": (0, 90)}, {"flag_length": (0, 0.5)},
+                {"flag_length": (0.5, 1.2)}, {"flag_reach": 0}, {"flag_reach": 1.5}):
+        with pytest.raises(ValueError):
+            AugmentConfig(**bad)
 
 
 def test_flagged_one_gets_ink_up_and_to_the_left_of_the_stem_only():

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from classifier.models import ModelVersion
-from engine.trainer import FINETUNE, FINETUNE_LR_FACTOR, FINETUNE_MNIST_LIMIT, RECIPES, TrainConfig, recipe
+from engine.augment import AugmentConfig
+from engine.trainer import FINETUNE, FINETUNE_AUGMENT, FINETUNE_LR_FACTOR, FINETUNE_MNIST_LIMIT, RECIPES, TrainConfig, recipe
 from training.forms import StartRunForm
 from training.models import TrainingRun
 from training.services import run_config_build
@@ -53,6 +54,10 @@ def test_a_base_version_run_left_with_defaults_gets_the_finetune_recipe(cnn_vers
     assert config["train"]["tta"] == scratch.tta
     assert config["train"]["augment_config"]["flagged_one"] == scratch.augment_config["flagged_one"]
     assert config["batch_size"] == scratch.batch_size
+    # ... except the ones' flags, drawn flatter and reaching further when fine-tuning
+    assert tuple(config["train"]["augment_config"]["flag_angle"]) == FINETUNE_AUGMENT["flag_angle"]
+    assert config["train"]["augment_config"]["flag_reach"] == FINETUNE_AUGMENT["flag_reach"]
+    assert AugmentConfig(**scratch.augment_config).flag_angle != FINETUNE_AUGMENT["flag_angle"]
 
 
 def test_other_architectures_get_the_same_share_of_their_own_learning_rate():
