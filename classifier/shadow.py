@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -144,12 +145,13 @@ class ShadowWorker:
     """One daemon thread and a bounded queue: ``submit`` never blocks; what does not fit is dropped."""
 
     def __init__(self, *, queue_size: int, batch_max: int, nice: int = 0, linger: float = 0.0,
-                 cpu_share: float = 1.0) -> None:
+                 cpu_share: float = 1.0, switch_interval: float = 0.0) -> None:
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=max(1, queue_size))
         self.batch_max = max(1, batch_max)
         self.nice = nice
         self.linger = max(0.0, linger)
         self.cpu_share = min(1.0, max(0.001, cpu_share))
+        self.switch_interval = max(0.0, switch_interval)
         self._models: list[tuple[int, ServingModel]] = []  # the candidates in shadow, loaded
         self._unloadable = 0  # candidates in shadow whose checkpoint cannot be loaded
         self._models_checked = float("-inf")
@@ -187,6 +189,11 @@ class ShadowWorker:
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                if self.switch_interval and sys.getswitchinterval() > self.switch_interval:
+                    # The worker's Python steps (reading and storing rows) hold the GIL; a request that
+                    # needs it meanwhile waits until the holder is asked to let go, after this long
+                    # (Python's default is 5 ms, all of it added to that request's latency).
+                    sys.setswitchinterval(self.switch_interval)
                 self._thread = threading.Thread(target=self._run, name="shadow-worker", daemon=True)
                 self._thread.start()
 
@@ -310,7 +317,8 @@ def shadow_worker() -> ShadowWorker:
             if _worker is None:
                 _worker = ShadowWorker(queue_size=settings.SHADOW_QUEUE_SIZE, batch_max=settings.SHADOW_BATCH_MAX,
                                        nice=settings.SHADOW_NICE, linger=settings.SHADOW_LINGER_SECONDS,
-                                       cpu_share=settings.SHADOW_CPU_SHARE)
+                                       cpu_share=settings.SHADOW_CPU_SHARE,
+                                       switch_interval=settings.SHADOW_SWITCH_INTERVAL)
     return _worker
 
 

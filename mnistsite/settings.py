@@ -345,6 +345,9 @@ SHADOW_LINGER_SECONDS = float(os.environ.get("SHADOW_LINGER_SECONDS", 0.1))
 SHADOW_CPU_SHARE = float(os.environ.get("SHADOW_CPU_SHARE", 0.05))
 # The shadow worker thread's niceness (Linux: per thread), so request threads come first on a busy CPU.
 SHADOW_NICE = int(os.environ.get("SHADOW_NICE", 10))
+# Once a process's shadow worker starts, Python's thread switch interval (seconds) is lowered to this,
+# so a request waits at most this long for the GIL while the worker runs Python code (0: leave it).
+SHADOW_SWITCH_INTERVAL = float(os.environ.get("SHADOW_SWITCH_INTERVAL", 0.0005))
 # Quality over time (stats page): warn when accuracy on a version's last QUALITY_WINDOW labelled
 # drawings is below its field-set accuracy by more than QUALITY_WARNING_MARGIN (accuracy, 0..1).
 QUALITY_WINDOW = int(os.environ.get("QUALITY_WINDOW", 200))

@@ -199,6 +199,24 @@ def test_the_worker_thread_answers_live_traffic(shipped_versions, api_client, se
     assert worker.stats()["answered"] == 2 and worker.stats()["failed"] == 0
 
 
+def test_starting_the_worker_shortens_the_thread_switch_interval():
+    """While the worker runs Python code a request waits for the GIL at most SHADOW_SWITCH_INTERVAL."""
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        worker = shadow.ShadowWorker(queue_size=4, batch_max=4, switch_interval=0.0005)
+        worker.start()
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        sys.setswitchinterval(0.005)
+        untouched = shadow.ShadowWorker(queue_size=4, batch_max=4, switch_interval=0.0)
+        untouched.start()
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        sys.setswitchinterval(before)
+
+
 # ------------------------------------------------------------------ the report
 
 
