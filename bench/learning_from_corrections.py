@@ -64,7 +64,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.predict_api import fresh_database  # noqa: E402
+from bench.predict_api import fresh_database, site_env  # noqa: E402
 from bench.real_drawings import DEFAULT_DATA  # noqa: E402
 from bench.strokes import load_strokes, render, variant_params  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
@@ -154,25 +154,17 @@ class Site:
         if not self.redis_url:
             self.redis_url = self._start_redis()
         password = secrets.token_urlsafe(16)
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "MEDIA_ROOT": str(self.tmp / "media"),
-            "STATIC_ROOT": str(self.tmp / "static"),
-            "MNIST_ROOT": str(self.args.mnist_root),
-            "REDIS_URL": self.redis_url,
-            "TRAINING_EXECUTOR": "celery",
+        self.env = site_env(
+            database_url,
+            self.tmp,
+            MNIST_ROOT=str(self.args.mnist_root),
+            REDIS_URL=self.redis_url,
+            TRAINING_EXECUTOR="celery",
             # this site's own queue: another worker on a shared Redis never takes these runs
-            "TRAINING_QUEUE": f"training-lfc-{secrets.token_hex(4)}",
-            "PREDICT_THROTTLE": "off",
-            "LABELS_VISITOR_AGREEMENT": "none",  # a user's correction trains at once (the default)
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
-            "DJANGO_SUPERUSER_PASSWORD": password,
-        }
+            TRAINING_QUEUE=f"training-lfc-{secrets.token_hex(4)}",
+            LABELS_VISITOR_AGREEMENT="none",  # a user's correction trains at once (the default)
+            DJANGO_SUPERUSER_PASSWORD=password,
+        )
         if self.args.torch_threads:
             self.env["TRAINING_TORCH_THREADS"] = str(self.args.torch_threads)
         (self.tmp / "static").mkdir()

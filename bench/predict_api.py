@@ -68,18 +68,7 @@ def main() -> None:
     body = json.dumps({"image": encode(drawing(args.strokes))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "MEDIA_ROOT": str(tmp / "media"),
-        "STATIC_ROOT": str(tmp / "static"),
-        "PREDICT_THROTTLE": "off",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(32),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
-    }
+    env = site_env(database_url, tmp)
     (tmp / "static").mkdir()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
     baseline_rows = 0
@@ -120,6 +109,24 @@ def drawing(strokes: Path | None):
     params = variant_params(index, 2)  # variant 2: ink on a transparent canvas, as the drawing page sends it
     return render(samples[index], **params)
 
+
+
+def site_env(database_url: str, folder: Path, **extra: str) -> dict[str, str]:
+    """The environment a benchmarked site runs in: production settings (DEBUG off, a fresh secret key),
+    its own database and media folder, no predict throttle; ``extra`` variables over those."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MEDIA_ROOT": str(folder / "media"),
+        "STATIC_ROOT": str(folder / "static"),
+        "PREDICT_THROTTLE": "off",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
+        **extra,
+    }
 
 def fresh_database(server_url: str | None, tmp: Path):
     """A new, empty database for this run, and a function that removes it."""

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import LoadResult, run_load  # noqa: E402
-from bench.predict_api import drawing, fresh_database, server_command  # noqa: E402
+from bench.predict_api import drawing, fresh_database, server_command, site_env  # noqa: E402
 from tests.support.drawings import encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
@@ -143,11 +141,7 @@ def main() -> None:
     body = json.dumps({"image": encode(drawing(None))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-shadow-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
-    env = {
-        **os.environ, "DATABASE_URL": database_url, "MEDIA_ROOT": str(tmp / "media"), "STATIC_ROOT": str(tmp / "static"),
-        "PREDICT_THROTTLE": "off", "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(32),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
-    }
+    env = site_env(database_url, tmp)
     (tmp / "static").mkdir()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
     _, pk, arch, *name = shell(env, REGISTER.format(name=args.candidate, folder=str(tmp)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import LoadResult, run_load  # noqa: E402
+from bench.predict_api import site_env  # noqa: E402
 from tests.support.drawings import SEVEN, canvas, encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
@@ -70,20 +70,7 @@ def main() -> None:
         raise SystemExit("set MNIST_ROOT to the folder holding MNIST/raw/*.gz")
 
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "MEDIA_ROOT": str(tmp / "media"),
-        "STATIC_ROOT": str(tmp / "static"),
-        "PREDICT_THROTTLE": "off",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(32),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
-        "TRAINING_EXECUTOR": "thread",
-        "TRAINING_REAP_SECONDS": "0",
-    }
+    env = site_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp, TRAINING_EXECUTOR="thread", TRAINING_REAP_SECONDS="0")
     env.pop("REDIS_URL", None)
     env.pop("CELERY_BROKER_URL", None)
     (tmp / "static").mkdir()

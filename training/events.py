@@ -51,10 +51,10 @@ def remember_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     _server_loop = loop
 
 
-def _publish_loop() -> asyncio.AbstractEventLoop | None:
+def _publish_loop(layer: Any) -> asyncio.AbstractEventLoop | None:
     """Where this thread's messages go: its home loop, else (in-memory layer only) the server's loop."""
     loop = getattr(_home, "loop", None)
-    if loop is None and isinstance(get_channel_layer(), InMemoryChannelLayer):
+    if loop is None and isinstance(layer, InMemoryChannelLayer):
         loop = _server_loop
     if loop is None or not loop.is_running() or loop.is_closed():
         return None
@@ -86,7 +86,7 @@ def _send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    loop = _publish_loop()
+    loop = _publish_loop(layer)
     if loop is not None:
         asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop).result(PUBLISH_TIMEOUT_SECONDS)
     else:

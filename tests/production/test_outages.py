@@ -1,35 +1,21 @@
 """Redis stopped and started again under load; a server killed mid-run and started again."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.support.drawings import SEVEN, canvas, encode
+from tests.support.http import post_json
 
 from .conftest import needs_postgresql
 
 pytestmark = pytest.mark.slow
 
 THROTTLE = 40  # per minute and client
-
-
-def _post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 @needs_postgresql
@@ -40,18 +26,18 @@ def test_predictions_keep_answering_while_redis_is_down_and_throttling_resumes(d
     with deployment.serve("http", PREDICT_THROTTLE=f"{THROTTLE}/min") as base:
         predict = f"{base}/api/predict/"
         for _ in range(5):
-            statuses["before"].append(_post(predict, drawing)[0])
+            statuses["before"].append(post_json(predict, drawing)[0])
 
         redis_server.stop()
         down_since = time.monotonic()
         while time.monotonic() - down_since < 6:  # well past the throttle's budget, were it counting
-            statuses["down"].append(_post(predict, drawing)[0])
-        retrain = _post(f"{base}/api/retrain/", {"arch": "logreg", "epochs": 1}, token)
+            statuses["down"].append(post_json(predict, drawing)[0])
+        retrain = post_json(f"{base}/api/retrain/", {"arch": "logreg", "epochs": 1}, token)
 
         redis_server.start()  # same port, empty: the counters start again from zero
         back_at = time.monotonic()
         while len(statuses["back"]) < THROTTLE + 5 and time.monotonic() - back_at < 30:
-            statuses["back"].append(_post(predict, drawing)[0])
+            statuses["back"].append(post_json(predict, drawing)[0])
         back_seconds = time.monotonic() - back_at
 
     assert statuses["before"] == [200] * 5
@@ -69,7 +55,7 @@ def test_a_run_orphaned_by_a_killed_server_is_failed_with_nobody_asking(deployme
                 "TRAINING_HEARTBEAT_TIMEOUT": "3", "TRAINING_REAP_SECONDS": "0.5", "MNIST_ROOT": str(mnist_root)}
     token = deployment.staff_token()
     with deployment.serve("ws", **settings) as base:
-        status, body = _post(f"{base}/api/retrain/", {"arch": "logreg", "epochs": 200, "val_size": 1000}, token)
+        status, body = post_json(f"{base}/api/retrain/", {"arch": "logreg", "epochs": 200, "val_size": 1000}, token)
         assert status == 202, body
         run_id = body["id"]
         deadline = time.monotonic() + 90

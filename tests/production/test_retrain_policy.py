@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,6 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.support.drawings import encode
+from tests.support.http import post_json
 from tests.support.processes import stop
 
 from .conftest import REPO, Deployment, needs_postgresql
@@ -50,18 +49,6 @@ version = model_version_upload(data=buffer.getvalue(), name="zero")
 model_version_activate(version=version, by=None, reason="a weak version for the policy to beat")
 print(version.pk)
 """
-
-
-def _post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 def _png(pixels) -> str:
@@ -115,7 +102,7 @@ class Poller:
 
     def _run(self, base: str) -> None:
         while not self._stop.is_set():
-            status, body = _post(f"{base}/api/predict/", {"image": self.image})
+            status, body = post_json(f"{base}/api/predict/", {"image": self.image})
             if status == 200:
                 self.seen[base].append((time.time(), body["model_version"]["id"]))
             self._stop.wait(0.1)
@@ -155,10 +142,10 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
         ids = []
         for i in range(first, first + count):
             base = bases[i % len(bases)]
-            status, reply = _post(f"{base}/api/predict/", {"image": _png(mnist_test.images[i])})
+            status, reply = post_json(f"{base}/api/predict/", {"image": _png(mnist_test.images[i])})
             assert status == 200, reply
             value = labels(i, reply)
-            status, body = _post(f"{base}/api/predictions/{reply['id']}/label/",
+            status, body = post_json(f"{base}/api/predictions/{reply['id']}/label/",
                                  {"label": value, "label_key": reply["label_key"]})
             assert status == 200, body
             ids.append(reply["id"])
