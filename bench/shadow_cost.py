@@ -17,7 +17,7 @@ test client): the request thread's CPU time per predict without and with the can
 and the shadow worker thread's CPU time per drawing; when the CPUs are the limit (concurrency 16),
 the share of the worker's time is the throughput the shadow takes.
 
-    python bench/shadow_cost.py [--workers 2] [--rounds 5] [--requests 1000] [--seconds 10]
+    python bench/shadow_cost.py [--workers 2] [--rounds 9] [--requests 1000] [--seconds 10]
                                 [--candidate cnn|lenet5|mlp|logreg] [--database-url URL] [--cpu-requests 500]
                                 [--json PATH]
 """
@@ -128,7 +128,7 @@ def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadRe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=9,
                         help="off/on pairs, alternated; medians of the levels and of the paired differences")
     parser.add_argument("--requests", type=int, default=1000, help="per run at concurrency 1 (x2 at 16)")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per run")
