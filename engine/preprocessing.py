@@ -189,32 +189,32 @@ def _ink_level(crop: np.ndarray) -> float:
     return float(np.partition(inked, k)[k])
 
 
-def _resample_matrix(n: int, start: float, scale: float) -> np.ndarray:
-    """The ``[28, n]`` float64 weights that resample ``n`` source rows onto the 28 output rows.
+def _resample_rows(a: np.ndarray, start: float, scale: float) -> np.ndarray:
+    """Resample the rows of ``a`` (n x m) onto the 28 output rows: ``[28, m]``.
 
     Source row i covers ``[i, i + 1)`` and lands on ``[start + i * scale, start + (i + 1) * scale)``
     in output coordinates; rows outside the source are background. When reducing (``scale <= 1``)
     each output row is the exact area average of what it covers (MNIST's anti-aliased size
-    normalisation): its weight on a source row is the length of their overlap times ``scale``. When
-    enlarging it is a linear interpolation between the two nearest source rows (area averaging would
-    only copy pixels into blocks). As a matrix, both axes of a crop resample in two small products.
+    normalisation), computed from cumulative sums; when enlarging it is linearly interpolated
+    (area averaging would only copy pixels into blocks).
     """
+    n = a.shape[0]
     edges = (np.arange(OUTPUT_SIZE + 1, dtype=np.float64) - start) / scale
     if scale <= 1.0:
+        cumulative = np.zeros((n + 1, a.shape[1]), np.float64)
+        np.cumsum(a, axis=0, dtype=np.float64, out=cumulative[1:])
         x = np.clip(edges, 0.0, n)
-        source = np.arange(n, dtype=np.float64)
-        overlap = np.minimum(x[1:, None], source + 1.0) - np.maximum(x[:-1, None], source)
-        return np.clip(overlap, 0.0, None) * scale
-    # Output row centres in a source index space padded with one background row on each side
-    # (padded row k has its centre at k - 0.5); the padding rows are dropped from the weights.
+        i = np.minimum(x.astype(np.intp), n - 1)
+        frac = (x - i)[:, None]
+        integral = cumulative[i] + frac * a[i]  # integral of the rows from 0 to x
+        return ((integral[1:] - integral[:-1]) * scale).astype(np.float32)
+    padded = np.zeros((n + 2, a.shape[1]), np.float32)
+    padded[1:-1] = a
+    # output row centres in padded source index space (padded row k has its centre at k - 0.5)
     pos = np.clip((edges[:-1] + edges[1:]) / 2.0 + 0.5, 0.0, n + 1.0)
     i = np.minimum(pos.astype(np.intp), n)
-    frac = pos - i
-    weights = np.zeros((OUTPUT_SIZE, n + 2))
-    rows = np.arange(OUTPUT_SIZE)
-    weights[rows, i] = 1.0 - frac
-    weights[rows, i + 1] += frac
-    return weights[:, 1:-1]
+    frac = (pos - i).astype(np.float32)[:, None]
+    return (1.0 - frac) * padded[i] + frac * padded[i + 1]
 
 
 def _place(crop: np.ndarray, box_size: float = BOX_SIZE) -> np.ndarray:
@@ -233,7 +233,7 @@ def _place(crop: np.ndarray, box_size: float = BOX_SIZE) -> np.ndarray:
         # Already MNIST-sized: shift by whole pixels, as MNIST did, so such an image comes back
         # unchanged instead of being interpolated.
         top, left = float(round(top)), float(round(left))
-    out = _resample_matrix(h, top, scale) @ crop.astype(np.float64) @ _resample_matrix(w, left, scale).T
+    out = _resample_rows(_resample_rows(crop, top, scale).T, left, scale).T
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 
