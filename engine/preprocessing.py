@@ -197,6 +197,9 @@ def _resample_rows(a: np.ndarray, start: float, scale: float) -> np.ndarray:
     each output row is the exact area average of what it covers (MNIST's anti-aliased size
     normalisation), computed from cumulative sums; when enlarging it is linearly interpolated
     (area averaging would only copy pixels into blocks).
+
+    Not as two matrix products: numpy hands a product this size to OpenBLAS's threads, which spin on
+    the other cores (a web process measured twice the CPU time per prediction for 1 ms less latency).
     """
     n = a.shape[0]
     edges = (np.arange(OUTPUT_SIZE + 1, dtype=np.float64) - start) / scale

@@ -342,7 +342,7 @@ SHADOW_BATCH_MAX = int(os.environ.get("SHADOW_BATCH_MAX", 64))
 SHADOW_LINGER_SECONDS = float(os.environ.get("SHADOW_LINGER_SECONDS", 0.1))
 # The shadow worker's CPU budget: at most this share of one core per server process (it rests after
 # each batch); under heavy traffic it answers a sample of the drawings, the rest are dropped and counted.
-SHADOW_CPU_SHARE = float(os.environ.get("SHADOW_CPU_SHARE", 0.05))
+SHADOW_CPU_SHARE = float(os.environ.get("SHADOW_CPU_SHARE", 0.03))
 # The shadow worker thread's niceness (Linux: per thread), so request threads come first on a busy CPU.
 SHADOW_NICE = int(os.environ.get("SHADOW_NICE", 10))
 # Once a process's shadow worker starts, Python's thread switch interval (seconds) is lowered to this,
