@@ -110,7 +110,6 @@ def drawing(strokes: Path | None):
     return render(samples[index], **params)
 
 
-
 def site_env(database_url: str, folder: Path, **extra: str) -> dict[str, str]:
     """The environment a benchmarked site runs in: production settings (DEBUG off, a fresh secret key),
     its own database and media folder, no predict throttle; ``extra`` variables over those."""
@@ -127,6 +126,7 @@ def site_env(database_url: str, folder: Path, **extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "mnistsite.settings",
         **extra,
     }
+
 
 def fresh_database(server_url: str | None, tmp: Path):
     """A new, empty database for this run, and a function that removes it."""

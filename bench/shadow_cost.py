@@ -8,8 +8,9 @@ candidate in shadow and with that one in shadow (``classifier.shadow``, as staff
 concurrency 1 and concurrency 16, bounded in requests and seconds, after a warm-up. Prints each
 round, the medians, and the median of each round's own on-minus-off difference (the halves of a round
 run back to back, in alternating order, so drift between rounds cancels) against the targets (p50 at 1
-up by at most 0.5 ms, throughput at 16 down by at most 10%), and how many of the drawings answered while in shadow got a shadow answer
-(under heavy traffic the shadow answers a sample: ``SHADOW_CPU_SHARE``).
+up by at most 0.5 ms, throughput at 16 down by at most 10%), and how many of the drawings answered
+while in shadow got a shadow answer (under heavy traffic the shadow answers a sample:
+``SHADOW_CPU_SHARE``).
 
 Wall-clock figures on a machine other work is loading swing by more than the half millisecond in
 question, so the CPU time is measured too (after the server stopped, in one process through Django's
