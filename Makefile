@@ -3,7 +3,8 @@
 #               make test  (run the test suite)
 # Production:   make serve (HTTP: Granian, WSGI) + make serve-ws (WebSockets: Daphne) + make worker
 #               (Celery, for training runs) + make beat (one per deployment: the retraining policy's
-#               schedule); see README "Process layout", "Automatic retraining" and deploy/.
+#               schedule) + make shadow (one per deployment: candidates in shadow answer live drawings);
+#               see README "Process layout", "Automatic retraining", "Shadow evaluation" and deploy/.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ PORT ?= 8000
 WS_PORT ?= 8001
 BEAT_SCHEDULE ?= media/celerybeat-schedule
 
-.PHONY: setup run serve serve-ws test worker beat bench clean
+.PHONY: setup run serve serve-ws test worker beat shadow bench clean
 
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -44,6 +45,9 @@ worker: setup
 beat: setup
 	mkdir -p $(dir $(BEAT_SCHEDULE))
 	$(BIN)/python -m celery -A mnistsite beat --schedule $(BEAT_SCHEDULE) --loglevel info
+
+shadow: setup
+	$(BIN)/python manage.py shadow
 
 clean:
 	rm -rf $(VENV) staticfiles

@@ -58,6 +58,7 @@ class StatsPageView(TemplateView):
             quality_warnings=[check for check in checks if check["state"] == "warning"],
             shadows=[{"version": version, **report.display()} for version, report in shadow.shadow_reports()],
             shadow_required=settings.PROMOTION_SHADOW_MIN_LABELLED,
+            shadow_process_missing=shadow.shadow_process_missing(),
             **kwargs,
         )
 

@@ -1,18 +1,30 @@
 """Shadow evaluation: a candidate answers live drawings in the background, beside the active version.
 
 Staff (or an automatic policy) put a candidate *in shadow* (``shadow_start``) and take it out
-(``shadow_stop``); both are in the audit log. While it is in shadow, every default prediction (one the
-active version answered, ``POST /api/predict/`` and its batch form) is handed to this process's
-shadow worker once it is stored (``shadow_submit``, after the transaction commits). The reply never
-waits for it and never changes: the worker is one daemon thread per server process with a bounded
-queue (``SHADOW_QUEUE_SIZE``); when the queue is full the drawing is dropped for the shadow and
-counted, never waited for. The worker waits ``SHADOW_LINGER_SECONDS`` after the first drawing arrives,
+(``shadow_stop``); both are in the audit log. While it is in shadow, the drawings the active version
+answered (``POST /api/predict/``, its batch form, the drawing page) are answered by the candidate too,
+in one of two places (``SHADOW_WORKER``):
+
+``process`` (the default when a broker is configured: the production layout): a process of its own,
+``python manage.py shadow`` (``ShadowPoller``), reads the predictions stored since its last look
+(their 28x28 inputs are in the rows) about every ``SHADOW_POLL_SECONDS``, at most ``SHADOW_BATCH_MAX``
+of the newest at a time, and runs at the kernel's idle priority (``SCHED_IDLE``): it gets a CPU only
+when no web process wants it. The request path does nothing at all for the shadow; under heavy
+traffic the shadow answers a sample (the newest drawings of each look), and when the CPUs are busy,
+fewer.
+
+``thread`` (the default run, one process and no other service): every default prediction is handed
+to this process's shadow worker once it is stored (``shadow_submit``, after the transaction commits).
+The reply never waits for it and never changes: the worker is one daemon thread per server process
+with a bounded queue (``SHADOW_QUEUE_SIZE``); when the queue is full the drawing is dropped for the
+shadow and counted, never waited for. The worker waits ``SHADOW_LINGER_SECONDS`` after the first drawing arrives,
 takes what is queued by then (up to ``SHADOW_BATCH_MAX``), and after each batch rests long enough
 to use at most ``SHADOW_CPU_SHARE`` of one core (its own thread's CPU time): under heavy traffic the
 shadow answers a sample of the drawings rather than take the requests' CPU. It runs every
 candidate in shadow on the very 28x28 inputs the active version saw, in one batch each, with the
 same torch thread count as requests (``INFERENCE_THREADS``) and a lower CPU priority
-(``SHADOW_NICE``), and stores each answer as a ``ShadowPrediction`` beside the prediction.
+(``SHADOW_NICE``). Either way each answer is stored as a ``ShadowPrediction`` beside the prediction,
+and a candidate answers only drawings made since it entered shadow.
 
 ``shadow_report`` compares a candidate with the version that answered the users: how often they
 agree, and on the drawings labelled since (the effective label, ``classifier.labels``) both accuracies
@@ -141,6 +153,15 @@ _ids = _ShadowIds()
 Item = tuple[int, torch.Tensor]  # (prediction id, the [1,28,28] input the active version saw)
 
 
+@dataclass(frozen=True)
+class Shadowed:
+    """A candidate in shadow, loaded: its version id, when its shadow began, its model."""
+
+    version_id: int
+    since: Any  # datetime
+    model: ServingModel
+
+
 class ShadowWorker:
     """One daemon thread and a bounded queue: ``submit`` never blocks; what does not fit is dropped."""
 
@@ -152,7 +173,7 @@ class ShadowWorker:
         self.linger = max(0.0, linger)
         self.cpu_share = min(1.0, max(0.001, cpu_share))
         self.switch_interval = max(0.0, switch_interval)
-        self._models: list[tuple[int, ServingModel]] = []  # the candidates in shadow, loaded
+        self._models: list[Shadowed] = []  # the candidates in shadow, loaded
         self._unloadable = 0  # candidates in shadow whose checkpoint cannot be loaded
         self._models_checked = float("-inf")
         self._lock = threading.Lock()
@@ -237,14 +258,14 @@ class ShadowWorker:
         finally:
             self._count("cpu_ms", (time.thread_time() - started) * 1000)
 
-    def _loaded(self) -> list[tuple[int, ServingModel]]:
+    def _loaded(self) -> list[Shadowed]:
         """The candidates in shadow and their models, re-read at most every MODEL_REFRESH_SECONDS."""
         now = time.monotonic()
         if now - self._models_checked >= settings.MODEL_REFRESH_SECONDS:
             models, unloadable = [], 0
             for version in shadow_versions():
                 try:
-                    models.append((version.pk, registry.for_version(version)))
+                    models.append(Shadowed(version.pk, version.shadow_since, registry.for_version(version)))
                 except ApplicationError as exc:
                     unloadable += 1
                     log.warning("shadow: %s cannot be loaded: %s", version.label, exc.message)
@@ -259,16 +280,22 @@ class ShadowWorker:
             return 0
         alive = set(Prediction.objects.filter(pk__in=[pk for pk, _ in batch]).values_list("pk", flat=True))
         items = [(pk, tensor) for pk, tensor in batch if pk in alive]  # a replaced drawing is gone already
-        if not items:
-            return 0
-        x = torch.stack([tensor.reshape(1, 28, 28).float() for _, tensor in items])
+        return self.answer([(shadowed, items) for shadowed in models])
+
+    def answer(self, work: Sequence[tuple[Shadowed, Sequence[Item]]]) -> int:
+        """Each candidate answers its drawings (one forward pass each); the answers are stored together."""
         rows: list[ShadowPrediction] = []
-        for version_id, model in models:
-            for (pk, _), probs in zip(items, model.probabilities(x).tolist()):
+        for shadowed, items in work:
+            if not items:
+                continue
+            x = torch.stack([tensor.reshape(1, 28, 28).float() for _, tensor in items])
+            for (pk, _), probs in zip(items, shadowed.model.probabilities(x).tolist()):
                 probabilities = [round(p, 6) for p in probs]
                 digit = max(range(10), key=probabilities.__getitem__)
-                rows.append(ShadowPrediction(prediction_id=pk, version_id=version_id, digit=digit,
+                rows.append(ShadowPrediction(prediction_id=pk, version_id=shadowed.version_id, digit=digit,
                                              confidence=probabilities[digit], probabilities=probabilities))
+        if not rows:
+            return 0
         stored = _insert(rows)
         self._count("answered", stored)
         self._count("batches")
@@ -323,9 +350,10 @@ def shadow_worker() -> ShadowWorker:
 
 
 def shadow_submit(items: Sequence[Item]) -> None:
-    """Hand stored predictions (id, input tensor) to the shadow once the transaction commits. Costs the
-    request nothing when no version is in shadow, and a queue put when one is."""
-    if not items or not _ids.get():
+    """Hand stored predictions (id, input tensor) to this process's shadow worker once the transaction
+    commits (``SHADOW_WORKER=thread``). Costs the request nothing when no version is in shadow (or the
+    shadow runs in a process of its own), and a queue put when one is."""
+    if settings.SHADOW_WORKER != "thread" or not items or not _ids.get():
         return
     transaction.on_commit(lambda: shadow_worker().submit(items))
 
@@ -336,6 +364,95 @@ def shadow_reset() -> None:
     with _worker_lock:
         _worker = None
     _ids.expire()
+
+
+# ----------------------------------------------------------------------------- the shadow in a process of its own
+
+HEARTBEAT_KEY = "mnistsite:shadow:heartbeat"
+
+
+class ShadowPoller:
+    """``SHADOW_WORKER=process``: reads the stored predictions the active version answered and has the
+    candidates in shadow answer them, in the process that calls ``poll`` (``manage.py shadow``).
+
+    Each look takes the newest drawings stored since the last one, at most ``batch_max``; drawings that
+    arrived in between beyond those are left out (under heavy traffic the shadow answers a sample). A
+    candidate answers only drawings made since it entered shadow; drawings imported from a dataset,
+    and those a client asked another version for, are not live traffic of the active version.
+    """
+
+    def __init__(self, *, batch_max: int) -> None:
+        self.batch_max = max(1, batch_max)
+        self.worker = ShadowWorker(queue_size=1, batch_max=self.batch_max)  # its loading, answering, counts
+        self.cursor: int | None = None  # the newest prediction id looked at
+        self.looks = 0
+
+    def poll(self) -> int:
+        """One look: returns the answers stored. Its CPU time is counted in the worker's ``cpu_ms``."""
+        started = time.thread_time()
+        try:
+            return self._poll()
+        finally:
+            self.looks += 1
+            self.worker._count("cpu_ms", (time.thread_time() - started) * 1000)
+
+    def _poll(self) -> int:
+        models = self.worker._loaded()
+        if not models:
+            self.cursor = None  # the next shadow starts from its own first drawings
+            return 0
+        active = ModelVersion.objects.active().values_list("pk", flat=True).first()
+        if active is None:
+            return 0
+        fresh = Prediction.objects.filter(
+            model_version_id=active, created_at__gte=min(m.since for m in models),
+            source__in=[Prediction.Source.SITE, Prediction.Source.API])
+        if self.cursor is not None:
+            fresh = fresh.filter(pk__gt=self.cursor)
+        rows = list(fresh.order_by("-pk").values_list("pk", "created_at", "input_pixels")[:self.batch_max])
+        if not rows:
+            return 0
+        self.cursor = max(self.cursor or 0, rows[0][0])
+        items = [(pk, at, _pixels_tensor(pixels)) for pk, at, pixels in rows if pixels and len(pixels) == 784]
+        self.worker._count("submitted", len(items))
+        if self.worker._unloadable:
+            self.worker._count("failed", len(items) * self.worker._unloadable)
+        return self.worker.answer([(m, [(pk, x) for pk, at, x in items if at >= m.since]) for m in models])
+
+    def heartbeat(self) -> None:
+        """Tell the web processes (through the shared cache) that a shadow process is looking."""
+        from django.core.cache import cache
+
+        try:
+            cache.set(HEARTBEAT_KEY, {"at": time.time(), "pid": os.getpid(), **self.worker.stats()},
+                      timeout=max(60, int(settings.SHADOW_POLL_SECONDS * 10)))
+        except Exception as exc:  # the cache being down must not stop the shadow
+            log.debug("shadow heartbeat not stored: %s", exc)
+
+
+def _pixels_tensor(pixels: bytes | memoryview) -> torch.Tensor:
+    return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).reshape(1, 28, 28).float().div_(255)
+
+
+def shadow_process_seen() -> float | None:
+    """Seconds since a shadow process last looked (None: none has, or the cache is not shared or not
+    reachable). Only meaningful with ``SHADOW_WORKER=process`` and a shared cache (Redis)."""
+    from django.core.cache import cache
+
+    try:
+        beat = cache.get(HEARTBEAT_KEY)
+    except Exception:
+        return None
+    return max(0.0, time.time() - beat["at"]) if beat else None
+
+
+def shadow_process_missing() -> bool:
+    """True when the shadow runs in a process of its own, a candidate is in shadow, and no shadow process
+    has looked recently (as far as a shared cache can tell): the pages warn staff."""
+    if settings.SHADOW_WORKER != "process" or "locmem" in settings.CACHES["default"]["BACKEND"].lower():
+        return False
+    seen = shadow_process_seen()
+    return (seen is None or seen > max(30.0, 5 * settings.SHADOW_POLL_SECONDS)) and shadow_versions().exists()
 
 
 # ----------------------------------------------------------------------------- what the shadow shows

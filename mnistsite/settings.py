@@ -334,7 +334,17 @@ CELERY_BEAT_SCHEDULE = {
 # shadow answers cover this many labelled drawings, and any loss on them (significantly worse, or below
 # the active version's accuracy minus PROMOTION_MARGIN_FIELD). 0: shadow traffic is evidence, not required.
 PROMOTION_SHADOW_MIN_LABELLED = int(os.environ.get("PROMOTION_SHADOW_MIN_LABELLED", 0))
-# Drawings waiting for the shadowed candidates, per server process: when full, new ones are dropped
+# Where the candidates in shadow answer (classifier.shadow): "process", a process of its own
+# (`python manage.py shadow`, at the kernel's idle CPU priority) that reads stored predictions, the
+# default with a broker (the production layout); "thread", a thread in each server process, the default
+# otherwise (the one-process run).
+SHADOW_WORKER = os.environ.get("SHADOW_WORKER") or ("process" if CELERY_BROKER_URL else "thread")
+if SHADOW_WORKER not in {"process", "thread"}:
+    raise ImproperlyConfigured(f"SHADOW_WORKER must be process or thread, got {SHADOW_WORKER!r}")
+# The shadow process looks for new predictions this often (seconds), taking at most SHADOW_BATCH_MAX
+# of the newest each time.
+SHADOW_POLL_SECONDS = float(os.environ.get("SHADOW_POLL_SECONDS", 1.0))
+# Thread mode: drawings waiting for the shadowed candidates, per server process: when full, new ones are dropped
 # (and counted), never waited for. The worker waits SHADOW_LINGER_SECONDS after a drawing arrives, then
 # takes what is queued, up to SHADOW_BATCH_MAX at a time: fewer, larger batches when traffic is heavy.
 SHADOW_QUEUE_SIZE = int(os.environ.get("SHADOW_QUEUE_SIZE", 256))

@@ -337,7 +337,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not report.answers and not report.in_shadow:
             return None
         return render_fragment(DISPLAY + "shadow_report.html", report=report.display(), version=obj,
-                               required=settings.PROMOTION_SHADOW_MIN_LABELLED)
+                               required=settings.PROMOTION_SHADOW_MIN_LABELLED,
+                               process_missing=report.in_shadow and shadow.shadow_process_missing())
 
     @admin.display(description="lifecycle")
     def lifecycle_actions(self, obj: ModelVersion) -> SafeString:

@@ -1,6 +1,7 @@
 """Shadow evaluation: candidates answering live drawings in the background, their report, the gate."""
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
@@ -31,7 +32,8 @@ def shadow_url(version: ModelVersion) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_shadow():
+def _fresh_shadow(settings):
+    settings.SHADOW_WORKER = "thread"  # the one-process default; the process mode's tests say so
     shadow.shadow_reset()
     yield
     shadow.shadow_reset()
@@ -215,6 +217,116 @@ def test_starting_the_worker_shortens_the_thread_switch_interval():
         assert sys.getswitchinterval() == pytest.approx(0.005)
     finally:
         sys.setswitchinterval(before)
+
+
+# ------------------------------------------------------------------ the shadow in a process of its own
+
+
+@pytest.fixture
+def process_mode(settings):
+    settings.SHADOW_WORKER = "process"
+    settings.MODEL_REFRESH_SECONDS = 0
+
+
+def test_in_process_mode_the_request_path_does_nothing_for_the_shadow(api_client, process_mode,
+                                                                      django_capture_on_commit_callbacks):
+    shadow.shadow_start(version=shipped("logreg"))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        predict(api_client)
+    assert callbacks == [] and shadow._worker is None  # no queue, no thread, not even a callback
+
+
+def test_the_poller_answers_the_newest_live_drawings_since_each_candidate_entered_shadow(api_client, process_mode):
+    logreg, mlp = shipped("logreg"), shipped("mlp")
+    poller = shadow.ShadowPoller(batch_max=3)
+    before = predict(api_client)  # made before any shadow: never answered
+    assert poller.poll() == 0
+    shadow.shadow_start(version=logreg)
+    first = [predict(api_client, points)["id"] for points in (SEVEN, ONE, ZERO, SEVEN, ONE)]
+    chosen = api_client.post(PREDICT, {"image": encode(canvas(SEVEN)), "model": mlp.pk}, format="json").json()["id"]
+    assert poller.poll() == 3  # the newest three of the five; the other two are left out (a sample)
+    answered = set(ShadowPrediction.objects.values_list("prediction_id", flat=True))
+    assert answered == set(first[2:]) and before["id"] not in answered and chosen not in answered
+    assert poller.poll() == 0  # nothing new since the last look
+
+    shadow.shadow_start(version=mlp)
+    second = [predict(api_client, points)["id"] for points in (SEVEN, ZERO)]
+    assert poller.poll() == 4  # both candidates answer the two new drawings
+    assert set(ShadowPrediction.objects.filter(version=mlp).values_list("prediction_id", flat=True)) == set(second)
+    stats = poller.worker.stats()
+    assert stats["answered"] == 7 and stats["failed"] == 0 and stats["cpu_ms"] > 0 and poller.looks == 4
+
+    # the answer is the candidate's on the stored 28x28 input, exactly as the thread's would be
+    row = ShadowPrediction.objects.get(version=logreg, prediction_id=second[0])
+    pixels = torch.frombuffer(bytearray(Prediction.objects.get(pk=second[0]).input_pixels), dtype=torch.uint8)
+    direct = registry.for_version(logreg).probabilities(pixels.reshape(1, 1, 28, 28).float() / 255)[0]
+    assert row.probabilities == [round(p, 6) for p in direct.tolist()]
+
+    shadow.shadow_stop(version=logreg)
+    shadow.shadow_stop(version=mlp)
+    predict(api_client)
+    assert poller.poll() == 0 and poller.cursor is None
+
+
+def test_the_poller_leaves_imported_drawings_and_other_versions_alone(api_client, process_mode):
+    logreg = shipped("logreg")
+    shadow.shadow_start(version=logreg)
+    live = predict(api_client)["id"]
+    imported = predict(api_client)["id"]
+    Prediction.objects.filter(pk=imported).update(source=Prediction.Source.IMPORT)
+    poller = shadow.ShadowPoller(batch_max=10)
+    assert poller.poll() == 1
+    assert list(ShadowPrediction.objects.values_list("prediction_id", flat=True)) == [live]
+
+
+def test_the_shadow_command_looks_and_reports(api_client, process_mode, monkeypatch):
+    from django.core.management import call_command
+
+    from classifier.management.commands import shadow as command
+
+    monkeypatch.setattr(command, "close_old_connections", lambda: None)  # keep the test's transaction
+
+    shadow.shadow_start(version=shipped("logreg"))
+    ids = {predict(api_client)["id"], predict(api_client, ONE)["id"]}
+    out = io.StringIO()
+    call_command("shadow", "--looks", "1", "--priority", "normal", stdout=out)
+    assert set(ShadowPrediction.objects.values_list("prediction_id", flat=True)) == ids
+    assert "CPU priority normal" in out.getvalue() and "1 looks, 2 answers stored, 0 failed" in out.getvalue()
+
+
+def test_the_shadow_process_runs_at_the_idle_cpu_priority():
+    """Run in a child process: the priority is the process's own and cannot be raised again."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, django; django.setup(); from classifier.management.commands.shadow import lower_priority; "
+            "print(lower_priority('idle')); print(os.sched_getscheduler(0) == os.SCHED_IDLE)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "mnistsite.settings"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["idle (SCHED_IDLE)", "True"]
+
+
+def test_staff_are_told_when_no_shadow_process_is_looking(process_mode, settings, tmp_path, admin_client):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                   "LOCATION": str(tmp_path / "cache")}}  # a cache the processes share
+    logreg = shipped("logreg")
+    assert not shadow.shadow_process_missing()  # nothing in shadow: nothing to warn about
+    shadow.shadow_start(version=logreg)
+    assert shadow.shadow_process_missing()
+    page = admin_client.get(reverse("pages:stats")).content.decode()
+    assert 'data-testid="shadow-process-missing"' in page and "manage.py shadow" in page
+    admin_page = admin_client.get(reverse("admin:classifier_modelversion_change", args=[logreg.pk])).content.decode()
+    assert 'data-testid="shadow-process-missing"' in admin_page
+
+    shadow.ShadowPoller(batch_max=4).heartbeat()  # a shadow process looked just now
+    assert 0 <= shadow.shadow_process_seen() < 5 and not shadow.shadow_process_missing()
+    assert 'data-testid="shadow-process-missing"' not in admin_client.get(reverse("pages:stats")).content.decode()
+    settings.SHADOW_WORKER = "thread"  # the web processes answer themselves: no process to miss
+    from django.core.cache import cache
+    cache.clear()
+    assert not shadow.shadow_process_missing()
 
 
 # ------------------------------------------------------------------ the report

@@ -1,5 +1,6 @@
 """Automatic retraining, end to end in the production layout: two web processes (Granian), a Celery
-worker and Celery beat on a private Redis, the site's own database.
+worker, Celery beat and the shadow process (``manage.py shadow``) on a private Redis, the site's own
+database.
 
 Labels arrive through the API -> beat's check queues a fine-tune of the active version -> the worker
 trains it and puts the result in shadow -> labelled traffic accumulates through the API -> the gate
@@ -79,6 +80,30 @@ def _celery(deployment: Deployment, *args: str, ready: str) -> Iterator[Callable
         yield wait_ready
     finally:
         stop(process, timeout=20)
+
+
+@contextmanager
+def _shadow_process(deployment: Deployment) -> Iterator[Callable[[], None]]:
+    """``python manage.py shadow`` (as ``make shadow`` and deploy/ start it) until the block ends."""
+    log_path = deployment.folder / f"shadow-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "manage.py", "shadow"], cwd=REPO, env=deployment.env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    deployment.logs.append(log_path)
+
+    def wait_ready() -> None:
+        deadline = time.monotonic() + 90
+        while "shadow process" not in log_path.read_text(errors="replace"):
+            assert process.poll() is None, log_path.read_text(errors="replace")[-4000:]
+            assert time.monotonic() < deadline, "the shadow process did not start"
+            time.sleep(0.2)
+        assert "CPU priority idle" in log_path.read_text(errors="replace")
+
+    try:
+        yield wait_ready
+    finally:
+        stop(process, timeout=20)
+    assert "stopping:" in log_path.read_text(errors="replace")  # it stopped cleanly on SIGTERM
 
 
 def _wait(what: str, probe, timeout: float = WAIT_S):
@@ -176,9 +201,10 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
                                         f"policy-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "info", ready="ready.")),
             stack.enter_context(_celery(deployment, "beat", "--schedule", str(deployment.folder / "beat-schedule"),
                                         "--loglevel", "info", ready="beat: Starting")),
+            stack.enter_context(_shadow_process(deployment)),
         ]
         web = [stack.enter_context(deployment.serve("http", "--workers", "1")) for _ in range(2)]
-        for wait_ready in celery:
+        for wait_ready in celery:  # and the shadow process
             wait_ready()
 
         print(f"processes up after {time.monotonic() - started:.0f} s")
