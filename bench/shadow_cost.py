@@ -12,20 +12,28 @@ up by at most 0.5 ms, throughput at 16 down by at most 10%), and how many of the
 while in shadow got a shadow answer (under heavy traffic the shadow answers a sample:
 ``SHADOW_CPU_SHARE``).
 
+Where the shadow runs is the site's own setting (``SHADOW_WORKER``): with a broker configured
+(``REDIS_URL``, the production layout) a process of its own, started here as the README tells
+operators to (``python manage.py shadow``, at the idle CPU priority) for the whole run; otherwise a
+thread in each web process. ``--shadow-worker`` chooses explicitly.
+
 Wall-clock figures on a machine other work is loading swing by more than the half millisecond in
-question, so the CPU time is measured too (after the server stopped, in one process through Django's
-test client): the request thread's CPU time per predict without and with the candidate in shadow,
-and the shadow worker thread's CPU time per drawing; when the CPUs are the limit (concurrency 16),
-the share of the worker's time is the throughput the shadow takes.
+question, so the CPU time is measured too. With the shadow process: its CPU time (from /proc) per
+shadow answer and, in the concurrency-16 halves with the candidate in shadow, as a share of the web
+processes' CPU time. With the thread (after the server stopped, in one process through Django's test
+client): the request thread's CPU time per predict without and with the candidate in shadow, and the
+shadow worker thread's CPU time per drawing; when the CPUs are the limit (concurrency 16), the share
+of the worker's time is the throughput the shadow takes.
 
     python bench/shadow_cost.py [--workers 2] [--rounds 9] [--requests 1000] [--seconds 10]
                                 [--candidate cnn|lenet5|mlp|logreg] [--database-url URL] [--cpu-requests 500]
-                                [--json PATH]
+                                [--shadow-worker process|thread] [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -118,12 +126,39 @@ def shell(env: dict[str, str], code: str) -> list[str]:
     return out.stdout.strip().splitlines()[-1].split()
 
 
-def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadResult]:
-    run_load(url, body, concurrency=4, max_requests=100, max_seconds=10)  # warm-up (and the candidate loaded)
-    return {
-        "c1": run_load(url, body, concurrency=1, max_requests=args.requests, max_seconds=args.seconds),
-        "c16": run_load(url, body, concurrency=16, max_requests=args.requests * 2, max_seconds=args.seconds),
-    }
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (and, with ``children``, of every process under it), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            if children:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+class CpuAccount:
+    """The shadow process's and the web processes' CPU time during the concurrency-16 halves in shadow."""
+
+    def __init__(self, site: int, shadow: int | None) -> None:
+        self.site, self.shadow = site, shadow
+        self.web = self.shadow_cpu = self.shadow_total = self.shadow_start = 0.0
+
+    def measure(self, url: str, body: bytes, args: argparse.Namespace, on: bool) -> dict[str, LoadResult]:
+        run_load(url, body, concurrency=4, max_requests=100, max_seconds=10)  # warm-up (and the candidate loaded)
+        results = {"c1": run_load(url, body, concurrency=1, max_requests=args.requests, max_seconds=args.seconds)}
+        web, shadow = cpu_seconds(self.site, children=True), cpu_seconds(self.shadow) if self.shadow else 0.0
+        results["c16"] = run_load(url, body, concurrency=16, max_requests=args.requests * 2, max_seconds=args.seconds)
+        if on and self.shadow:
+            self.web += cpu_seconds(self.site, children=True) - web
+            self.shadow_cpu += cpu_seconds(self.shadow) - shadow
+        return results
 
 
 def main() -> None:
@@ -135,14 +170,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per run")
     parser.add_argument("--candidate", default="cnn", help="cnn (a copy of the flagship), or a shipped candidate")
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL (default: a fresh SQLite file)")
-    parser.add_argument("--cpu-requests", type=int, default=500, help="requests per CPU-time measurement (0: none)")
+    parser.add_argument("--cpu-requests", type=int, default=500,
+                        help="thread mode: requests per CPU-time measurement (0: none)")
+    parser.add_argument("--shadow-worker", choices=["process", "thread"], default=None,
+                        help="where the shadow runs (default: the site's own choice, process with a broker)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     body = json.dumps({"image": encode(drawing(None))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-shadow-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
-    env = site_env(database_url, tmp)
+    broker = os.environ.get("CELERY_BROKER_URL", os.environ.get("REDIS_URL"))
+    args.shadow_worker = args.shadow_worker or os.environ.get("SHADOW_WORKER") or ("process" if broker else "thread")
+    env = site_env(database_url, tmp, SHADOW_WORKER=args.shadow_worker)
     (tmp / "static").mkdir()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
     _, pk, arch, *name = shell(env, REGISTER.format(name=args.candidate, folder=str(tmp)))
@@ -152,15 +192,22 @@ def main() -> None:
     shadowed = answered_in_shadow = 0
     port = free_port()
     site = subprocess.Popen(server_command("production", port, args.workers), cwd=REPO, env=env)
+    shadow = None
+    if args.shadow_worker == "process":  # as `make shadow` and deploy/mnistsite-shadow.service start it
+        shadow = subprocess.Popen([sys.executable, "manage.py", "shadow"], cwd=REPO, env=env)
+    account = CpuAccount(site.pid, shadow.pid if shadow else None)
     url = f"http://127.0.0.1:{port}/api/predict/"
     try:
         wait_for_port(port, site, timeout=60, name="site")
+        if shadow is not None:
+            time.sleep(3)  # its start-up (Django, torch) is not the shadow's cost
+            account.shadow_start = cpu_seconds(shadow.pid)
         for number in range(args.rounds):
             results = {}
             for on in (False, True) if number % 2 == 0 else (True, False):
                 _, predictions, shadow_answers = shell(env, TOGGLE.format(pk=pk, on=on))
                 time.sleep(1.5)  # every process re-reads who is in shadow within MODEL_REFRESH_SECONDS
-                results["on" if on else "off"] = measure(url, body, args)
+                results["on" if on else "off"] = account.measure(url, body, args, on)
                 if on:
                     time.sleep(2)  # let the shadow finish what is queued before counting
                     _, after, after_shadow = shell(env, TOGGLE.format(pk=pk, on=True))
@@ -169,17 +216,23 @@ def main() -> None:
             rounds.append(results)
             print_round(number + 1, results)
         shell(env, TOGGLE.format(pk=pk, on=False))
+        if shadow is not None:
+            assert shadow.poll() is None, "the shadow process stopped"
+            account.shadow_total = cpu_seconds(shadow.pid) - account.shadow_start
     finally:
         stop(site, timeout=30)
+        if shadow is not None:
+            stop(shadow, timeout=30)
     cpu = None
     try:
-        if args.cpu_requests:
+        if args.cpu_requests and args.shadow_worker == "thread":
             (tmp / "body.json").write_bytes(body)
             cpu = [float(x) for x in shell({**env, "ALLOWED_HOSTS": "testserver"}, CPU.format(
                 body=str(tmp / "body.json"), n=args.cpu_requests, pk=pk))[1:]]
     finally:
         drop_database()
-    summary = report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu)
+    summary = report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu,
+                     account if shadow is not None else None)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
@@ -192,7 +245,7 @@ def print_round(number: int, results: dict[str, dict[str, LoadResult]]) -> None:
                   f"{s['throughput_rps']:7.0f}/s, p50 {s['p50_ms']:6.2f} ms, p99 {s['p99_ms']:6.2f} ms", flush=True)
 
 
-def report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu) -> dict:
+def report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu, account) -> dict:
     def median(state: str, conc: str, what: str) -> float:
         values = [r[state][conc].percentile(50) if what == "p50" else r[state][conc].throughput for r in rounds]
         return statistics.median(values)
@@ -206,14 +259,26 @@ def report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu) -> dict
                              for r in rounds)
     errors = sum(r[s][c].errors for r in rounds for s in r for c in r[s])
     print(f"\nPOST /api/predict/, {args.workers} worker processes, "
-          f"{'PostgreSQL' if args.database_url else 'SQLite'}; candidate in shadow: {label} ({arch}); "
+          f"{'PostgreSQL' if args.database_url else 'SQLite'}; candidate in shadow: {label} ({arch}), "
+          f"answering in {'a process of its own' if args.shadow_worker == 'process' else 'a thread of each web process'}; "
           f"medians of {len(rounds)} rounds")
     print(f"  concurrency 1,  p50:        off {p50_off:6.2f} ms   on {p50_on:6.2f} ms   paired difference {increase:+.2f} ms "
           f"(target <= +{TARGETS['c1_p50_ms_increase']} ms: {'met' if increase <= TARGETS['c1_p50_ms_increase'] else 'MISSED'})")
     print(f"  concurrency 16, throughput: off {rps_off:6.0f}/s    on {rps_on:6.0f}/s    paired change {-100 * drop:+.1f}% "
           f"(target >= -{100 * TARGETS['c16_throughput_drop']:.0f}%: {'met' if drop <= TARGETS['c16_throughput_drop'] else 'MISSED'})")
+    left_out = ("the rest left out: each look takes the newest SHADOW_BATCH_MAX, at idle CPU priority"
+                if account else "the rest dropped: SHADOW_CPU_SHARE and a full queue")
     print(f"  shadow answers: {shadowed} for the {answered_in_shadow} drawings answered while in shadow "
-          f"(the rest dropped: SHADOW_CPU_SHARE and a full queue); errors: {errors}")
+          f"({left_out}); errors: {errors}")
+    process_cpu = None
+    if account:
+        process_cpu = {"shadow_s_c16_on": account.shadow_cpu, "web_s_c16_on": account.web,
+                       "shadow_s_total": account.shadow_total,
+                       "shadow_ms_per_answer": 1000 * account.shadow_total / max(shadowed, 1)}
+        print(f"  CPU time (/proc): the shadow process {process_cpu['shadow_ms_per_answer']:.2f} ms per answer "
+              f"({account.shadow_total:.1f} s in all over the rounds, idle looks included); in the concurrency-16 "
+              f"halves in shadow it used {account.shadow_cpu:.2f} s against the web processes' {account.web:.1f} s "
+              f"({100 * account.shadow_cpu / max(account.web, 1e-9):.2f}%)")
     if cpu:
         off, on, shadow_ms, answered, batches, dropped, ratio = cpu
         share = ratio / (1 + ratio)
@@ -225,6 +290,7 @@ def report(args, label, arch, rounds, shadowed, answered_in_shadow, cpu) -> dict
               f"{100 * share:.1f}% (target <= "
               f"{100 * TARGETS['c16_throughput_drop']:.0f}%: {'met' if share <= TARGETS['c16_throughput_drop'] else 'MISSED'})")
     return {
+        "shadow_worker": args.shadow_worker, "shadow_process_cpu": process_cpu,
         "cpu_ms_per_drawing": None if not cpu else {
             "request_off": cpu[0], "request_on": cpu[1], "shadow_worker": cpu[2], "answered": cpu[3],
             "shadow_share_of_request_cpu": cpu[6]},

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -419,15 +420,48 @@ class ShadowPoller:
             self.worker._count("failed", len(items) * self.worker._unloadable)
         return self.worker.answer([(m, [(pk, x) for pk, at, x in items if at >= m.since]) for m in models])
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, **extra: Any) -> None:
         """Tell the web processes (through the shared cache) that a shadow process is looking."""
         from django.core.cache import cache
 
         try:
-            cache.set(HEARTBEAT_KEY, {"at": time.time(), "pid": os.getpid(), **self.worker.stats()},
+            cache.set(HEARTBEAT_KEY, {"at": time.time(), "pid": os.getpid(), "looks": self.looks,
+                                      **self.worker.stats(), **extra},
                       timeout=max(60, int(settings.SHADOW_POLL_SECONDS * 10)))
         except Exception as exc:  # the cache being down must not stop the shadow
             log.debug("shadow heartbeat not stored: %s", exc)
+
+
+class CpuGauge:
+    """How busy this machine's CPUs were since the last reading, not counting this process's own work:
+    the shadow process skips a look when the web processes (or anything else) keep the CPUs busy.
+    Reads /proc/stat (Linux); elsewhere it always answers None (unknown)."""
+
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        self.stat = stat
+        self._last: tuple[float, float, float] | None = None  # (busy, total) jiffies in seconds, own CPU
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _read(self) -> tuple[float, float] | None:
+        try:
+            fields = [int(v) for v in self.stat.read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+        return (total - idle) / self.tick, total / self.tick
+
+    def busy(self) -> float | None:
+        """The share (0..1) of all CPUs' time since the previous call that others kept busy; None the
+        first time or when it cannot be read."""
+        now, own = self._read(), time.process_time()
+        if now is None:
+            return None
+        last, self._last = self._last, (now[0], now[1], own)
+        if last is None or now[1] <= last[1]:
+            return None
+        others = (now[0] - last[0]) - (own - last[2])
+        return min(1.0, max(0.0, others / (now[1] - last[1])))
 
 
 def _pixels_tensor(pixels: bytes | memoryview) -> torch.Tensor:

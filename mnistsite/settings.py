@@ -344,14 +344,17 @@ if SHADOW_WORKER not in {"process", "thread"}:
 # The shadow process looks for new predictions this often (seconds), taking at most SHADOW_BATCH_MAX
 # of the newest each time.
 SHADOW_POLL_SECONDS = float(os.environ.get("SHADOW_POLL_SECONDS", 1.0))
+# ... and skips a look while the machine's CPUs were busier than this share (0..1) since the last one,
+# not counting its own work (1: never skips): under heavy traffic the requests get the CPUs.
+SHADOW_MAX_BUSY = float(os.environ.get("SHADOW_MAX_BUSY", 0.8))
 # Thread mode: drawings waiting for the shadowed candidates, per server process: when full, new ones are dropped
 # (and counted), never waited for. The worker waits SHADOW_LINGER_SECONDS after a drawing arrives, then
 # takes what is queued, up to SHADOW_BATCH_MAX at a time: fewer, larger batches when traffic is heavy.
 SHADOW_QUEUE_SIZE = int(os.environ.get("SHADOW_QUEUE_SIZE", 256))
 SHADOW_BATCH_MAX = int(os.environ.get("SHADOW_BATCH_MAX", 64))
 SHADOW_LINGER_SECONDS = float(os.environ.get("SHADOW_LINGER_SECONDS", 0.1))
-# The shadow worker's CPU budget: at most this share of one core per server process (it rests after
-# each batch); under heavy traffic it answers a sample of the drawings, the rest are dropped and counted.
+# The shadow's CPU budget: at most this share of one core (per server process for the thread, for the
+# shadow process as a whole); it rests after each batch, so under heavy traffic it answers a sample.
 SHADOW_CPU_SHARE = float(os.environ.get("SHADOW_CPU_SHARE", 0.03))
 # The shadow worker thread's niceness (Linux: per thread), so request threads come first on a busy CPU.
 SHADOW_NICE = int(os.environ.get("SHADOW_NICE", 10))

@@ -279,19 +279,20 @@ def test_the_poller_leaves_imported_drawings_and_other_versions_alone(api_client
     assert list(ShadowPrediction.objects.values_list("prediction_id", flat=True)) == [live]
 
 
-def test_the_shadow_command_looks_and_reports(api_client, process_mode, monkeypatch):
+def test_the_shadow_command_looks_and_reports(api_client, process_mode, monkeypatch, settings):
     from django.core.management import call_command
 
     from classifier.management.commands import shadow as command
 
     monkeypatch.setattr(command, "close_old_connections", lambda: None)  # keep the test's transaction
+    settings.SHADOW_MAX_BUSY = 1.0  # look even while other tests keep this machine busy
 
     shadow.shadow_start(version=shipped("logreg"))
     ids = {predict(api_client)["id"], predict(api_client, ONE)["id"]}
     out = io.StringIO()
     call_command("shadow", "--looks", "1", "--priority", "normal", stdout=out)
     assert set(ShadowPrediction.objects.values_list("prediction_id", flat=True)) == ids
-    assert "CPU priority normal" in out.getvalue() and "1 looks, 2 answers stored, 0 failed" in out.getvalue()
+    assert "CPU priority normal" in out.getvalue() and "1 looks (0 skipped, CPUs busy), 2 answers stored, 0 failed" in out.getvalue()
 
 
 def test_the_shadow_process_runs_at_the_idle_cpu_priority():
@@ -306,6 +307,42 @@ def test_the_shadow_process_runs_at_the_idle_cpu_priority():
                           env={**os.environ, "DJANGO_SETTINGS_MODULE": "mnistsite.settings"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["idle (SCHED_IDLE)", "True"]
+
+
+def test_the_cpu_gauge_counts_what_others_keep_busy(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    gauge = shadow.CpuGauge(stat)
+    gauge.tick = 100
+    own = iter([0.0, 0.0, 0.5, 0.5])
+    monkeypatch.setattr(shadow.time, "process_time", lambda: next(own))
+
+    def write(user, idle):  # user nice system idle iowait irq softirq steal, in ticks
+        stat.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
+
+    write(1000, 1000)
+    assert gauge.busy() is None  # the first reading has nothing to compare with
+    write(1100, 1100)  # 1 s busy of 2 s
+    assert gauge.busy() == pytest.approx(0.5)
+    write(1300, 1100)  # 2 s busy of 2 s, of which 0.5 s was this process's own
+    assert gauge.busy() == pytest.approx(0.75)
+    stat.unlink()
+    assert gauge.busy() is None  # not Linux, or no /proc: unknown, so the shadow looks
+
+
+def test_the_shadow_process_skips_looks_while_the_cpus_are_busy(api_client, process_mode, monkeypatch, settings):
+    from django.core.management import call_command
+
+    from classifier.management.commands import shadow as command
+
+    monkeypatch.setattr(command, "close_old_connections", lambda: None)
+    monkeypatch.setattr(shadow.CpuGauge, "busy", lambda self: 0.95)
+    settings.SHADOW_MAX_BUSY = 0.8
+    shadow.shadow_start(version=shipped("logreg"))
+    predict(api_client)
+    out = io.StringIO()
+    call_command("shadow", "--looks", "2", "--priority", "normal", "--poll-seconds", "0.01", stdout=out)
+    assert "0 looks (2 skipped, CPUs busy), 0 answers stored" in out.getvalue()
+    assert not ShadowPrediction.objects.exists()
 
 
 def test_staff_are_told_when_no_shadow_process_is_looking(process_mode, settings, tmp_path, admin_client):

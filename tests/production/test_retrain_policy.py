@@ -158,6 +158,9 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
                                                    "extra_repeat": 1}),
         "TRAINING_TORCH_THREADS": "1",
         "TRAINING_HEARTBEAT_SECONDS": "1",
+        # The shadow process looks even while this machine is busy (it runs the whole suite meanwhile);
+        # skipping looks under load is tested on its own (tests/classifier/test_shadow.py).
+        "SHADOW_MAX_BUSY": "1.0",
     })
     zero = int(deployment.shell(ZERO_VERSION).splitlines()[-1])
     q = deployment.query

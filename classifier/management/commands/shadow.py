@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from classifier.shadow import ShadowPoller
+from classifier.shadow import CpuGauge, ShadowPoller
 
 log = logging.getLogger("classifier.shadow")
 
@@ -72,26 +72,39 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.set())
         self.stdout.write(f"shadow process {os.getpid()}: CPU priority {applied}, a look every {poll:g} s, "
-                          f"at most {poller.batch_max} drawings each")
+                          f"at most {poller.batch_max} drawings each, at most {100 * settings.SHADOW_CPU_SHARE:g}% "
+                          f"of a core, none while the CPUs are over {100 * settings.SHADOW_MAX_BUSY:g}% busy")
         self.stdout.flush()
-        failing = False
+        share = min(1.0, max(0.001, settings.SHADOW_CPU_SHARE))
+        gauge, skipped, failing = CpuGauge(), 0, False
+        gauge.busy()
         while not stopping.is_set():
-            started = time.monotonic()
-            try:
-                close_old_connections()
-                poller.poll()
-                if failing:
-                    log.warning("shadow process: looking again after a failure")
-                failing = False
-            except Exception:  # the database away for a while, a checkpoint gone: log once, keep looking
-                if not failing:
-                    log.exception("shadow process: a look failed (trying again every %s s)", poll)
-                failing = True
-                close_old_connections()
-            poller.heartbeat()
-            if opts["looks"] and poller.looks >= opts["looks"]:
+            started, cpu_started = time.monotonic(), time.process_time()
+            busy = gauge.busy()
+            if busy is not None and busy > settings.SHADOW_MAX_BUSY:
+                skipped += 1  # the requests need the CPUs now: this look's drawings are left out
+                if skipped % 60 == 1:
+                    log.info("shadow process: CPUs %.0f%% busy (over SHADOW_MAX_BUSY %.0f%%): %s looks skipped so far",
+                             100 * busy, 100 * settings.SHADOW_MAX_BUSY, skipped)
+            else:
+                try:
+                    close_old_connections()
+                    poller.poll()
+                    if failing:
+                        log.warning("shadow process: looking again after a failure")
+                    failing = False
+                except Exception:  # the database away for a while, a checkpoint gone: log once, keep looking
+                    if not failing:
+                        log.exception("shadow process: a look failed (trying again every %s s)", poll)
+                    failing = True
+                    close_old_connections()
+            poller.heartbeat(skipped=skipped)
+            if opts["looks"] and poller.looks + skipped >= opts["looks"]:
                 break
-            stopping.wait(max(0.0, poll - (time.monotonic() - started)))
+            # The budget: at most SHADOW_CPU_SHARE of one core, whatever the traffic.
+            used = time.process_time() - cpu_started
+            stopping.wait(max(poll - (time.monotonic() - started), used * (1.0 / share - 1.0)))
         stats = poller.worker.stats()
-        self.stdout.write(f"shadow process {os.getpid()} stopping: {poller.looks} looks, {int(stats['answered'])} "
-                          f"answers stored, {int(stats['failed'])} failed, {stats['cpu_ms']:.0f} ms of CPU")
+        self.stdout.write(f"shadow process {os.getpid()} stopping: {poller.looks} looks ({skipped} skipped, CPUs busy), "
+                          f"{int(stats['answered'])} answers stored, {int(stats['failed'])} failed, "
+                          f"{stats['cpu_ms']:.0f} ms of CPU")
