@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 from django.conf import settings
+from django.core.cache import cache
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F, Min, Q
@@ -422,8 +423,6 @@ class ShadowPoller:
 
     def heartbeat(self, **extra: Any) -> None:
         """Tell the web processes (through the shared cache) that a shadow process is looking."""
-        from django.core.cache import cache
-
         try:
             cache.set(HEARTBEAT_KEY, {"at": time.time(), "pid": os.getpid(), "looks": self.looks,
                                       **self.worker.stats(), **extra},
@@ -471,8 +470,6 @@ def _pixels_tensor(pixels: bytes | memoryview) -> torch.Tensor:
 def shadow_process_seen() -> float | None:
     """Seconds since a shadow process last looked (None: none has, or the cache is not shared or not
     reachable). Only meaningful with ``SHADOW_WORKER=process`` and a shared cache (Redis)."""
-    from django.core.cache import cache
-
     try:
         beat = cache.get(HEARTBEAT_KEY)
     except Exception:
