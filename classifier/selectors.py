@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import random
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -86,12 +88,32 @@ def model_status(*, staff: bool = False) -> dict[str, Any]:
         if active
         else None
     )
-    state["counts"] = {
-        "model_versions": ModelVersion.objects.count(),
-        "predictions": Prediction.objects.count(),
-        "labelled": Prediction.objects.labelled().count(),
-    }
+    state["counts"] = _status_counts.get()
     return state
+
+
+class _StatusCounts:
+    """The counts ``model_status`` shows, read at most every MODEL_STATUS_COUNTS_SECONDS per process:
+    the endpoint is public, and counting every prediction on each call grows with the table."""
+
+    def __init__(self) -> None:
+        self._value: dict[str, int] | None = None
+        self._at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, int]:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at >= settings.MODEL_STATUS_COUNTS_SECONDS:
+                self._value = {
+                    "model_versions": ModelVersion.objects.count(),
+                    "predictions": Prediction.objects.count(),
+                    "labelled": Prediction.objects.labelled().count(),
+                }
+                self._at = time.monotonic()
+            return dict(self._value)
+
+
+_status_counts = _StatusCounts()
 
 
 _mnist_test_cache: dict[str, Any] = {}

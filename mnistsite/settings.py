@@ -171,6 +171,8 @@ PREDICT_MAX_IMAGE_PIXELS = int(os.environ.get("PREDICT_MAX_IMAGE_PIXELS", 4_000_
 PREDICT_BATCH_MAX = int(os.environ.get("PREDICT_BATCH_MAX", 32))
 # How often each server process re-reads which model version is active (hot switch).
 MODEL_REFRESH_SECONDS = float(os.environ.get("MODEL_REFRESH_SECONDS", 0.5))
+# The counts of the public /api/model-status/ are re-read at most this often per process (seconds).
+MODEL_STATUS_COUNTS_SECONDS = float(os.environ.get("MODEL_STATUS_COUNTS_SECONDS", 10))
 # After a checkpoint fails to load, wait this long before trying it again.
 MODEL_RETRY_SECONDS = float(os.environ.get("MODEL_RETRY_SECONDS", 10))
 # torch threads per server process (1 suits many processes serving single drawings).

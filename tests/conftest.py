@@ -45,6 +45,8 @@ _MEDIA = tempfile.mkdtemp(prefix="mnistsite-test-media-")
 settings.MEDIA_ROOT = _MEDIA
 # No background reaper in the test process (servers the tests start run their own, as in production).
 settings.TRAINING_REAP_SECONDS = 0
+# Counts as they are now (a test that checks the status counts' refresh interval sets its own).
+settings.MODEL_STATUS_COUNTS_SECONDS = 0
 # Nor a retraining policy checking by itself (tests call training.policy.policy_check).
 settings.RETRAIN_POLICY_SCHEDULER = "off"
 # A fast hasher: Django's default (PBKDF2) costs about 0.3 s per user created. Servers the tests start keep

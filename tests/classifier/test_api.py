@@ -417,6 +417,20 @@ def test_model_status(api_client):
     assert status["counts"] == {"model_versions": 4, "predictions": 1, "labelled": 0}
 
 
+def test_model_status_counts_are_read_at_most_every_few_seconds(api_client, settings, monkeypatch):
+    from classifier import selectors
+
+    settings.MODEL_STATUS_COUNTS_SECONDS = 60
+    monkeypatch.setattr(selectors, "_status_counts", selectors._StatusCounts())  # as a fresh process
+    _predict(api_client)
+    first = api_client.get("/api/model-status/").json()["counts"]
+    _predict(api_client)
+    again = api_client.get("/api/model-status/").json()["counts"]
+    assert first == again == {"model_versions": 4, "predictions": 1, "labelled": 0}  # not counted again
+    settings.MODEL_STATUS_COUNTS_SECONDS = 0
+    assert api_client.get("/api/model-status/").json()["counts"]["predictions"] == 2
+
+
 def test_write_endpoints_refuse_get_and_schema_is_served(api_client):
     assert api_client.get("/api/schema/").status_code == 200
     docs = api_client.get("/api/docs/")
