@@ -11,6 +11,7 @@ size a drawing is brought to is the least certain step of the MNIST convention f
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -44,16 +45,29 @@ def tta_views(x: torch.Tensor, tta: str) -> torch.Tensor:
     views = TTA_VIEWS[check_tta(tta)]
     if len(views) == 1:
         return x
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
+    grid = (_cached_grid if n <= GRID_CACHE_MAX_BATCH else _view_grid)(tta, n, c, h, w, x.dtype, x.device)
+    return F.grid_sample(x.repeat(len(views), 1, 1, 1), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def _view_grid(tta: str, n: int, c: int, h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The sampling grid of ``tta``'s views for ``n`` inputs of ``c x h x w``: ``[V*n, h, w, 2]``."""
     thetas = []
-    for angle, scale, dx, dy in views:
+    for angle, scale, dx, dy in TTA_VIEWS[tta]:
         a = math.radians(angle)
         cos, sin = math.cos(a) / scale, math.sin(a) / scale
         thetas.append([[cos, -sin, -dx * 2 / w], [sin, cos, -dy * 2 / h]])
-    theta = torch.tensor(thetas, dtype=x.dtype, device=x.device).repeat_interleave(n, dim=0)
-    grid = F.affine_grid(theta, [len(views) * n, x.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x.repeat(len(views), 1, 1, 1), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    # An ordinary tensor even when asked from inference mode: a cached grid serves both modes.
+    with torch.inference_mode(False), torch.no_grad():
+        theta = torch.tensor(thetas, dtype=dtype, device=device).repeat_interleave(n, dim=0)
+        return F.affine_grid(theta, [len(thetas) * n, c, h, w], align_corners=False)
+
+
+# Serving asks for the same small grids on every request (one drawing, or a small batch): they depend
+# only on the views and the shape, so they are made once. Larger batches (evaluation) make their own.
+GRID_CACHE_MAX_BATCH = 64
+_cached_grid = functools.lru_cache(maxsize=16)(_view_grid)
 
 
 @torch.inference_mode()

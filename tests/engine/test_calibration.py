@@ -97,6 +97,27 @@ def test_views_are_averaged_after_the_temperature_once():
         nll(logits[0], torch.zeros(50, dtype=torch.long), 2.0), rel=1e-5)
 
 
+def test_serving_grids_are_made_once_and_serve_both_modes():
+    from engine import serving
+
+    serving._cached_grid.cache_clear()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.inference_mode():  # as serving asks
+        first, again = tta_views(x, "affine"), tta_views(x, "affine")
+    assert torch.equal(first, again) and serving._cached_grid.cache_info().hits == 1
+    fresh = torch.nn.functional.grid_sample(
+        x.repeat(5, 1, 1, 1), serving._view_grid("affine", 2, 1, 28, 28, torch.float32, torch.device("cpu")),
+        mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert torch.equal(first, fresh)
+    y = x.clone().requires_grad_(True)  # the cached grid also works where gradients are recorded
+    tta_views(y, "affine").sum().backward()
+    assert y.grad is not None and y.grad.shape == y.shape
+    big = torch.rand(serving.GRID_CACHE_MAX_BATCH + 1, 1, 28, 28)
+    misses = serving._cached_grid.cache_info().misses
+    tta_views(big, "scale")
+    assert serving._cached_grid.cache_info().misses == misses  # large batches make their own grid
+
+
 def test_test_time_views_are_one_batch_and_the_first_is_the_input():
     x = torch.rand(4, 1, 28, 28)
     for name, views in TTA_VIEWS.items():
