@@ -345,6 +345,34 @@ def test_the_shadow_process_skips_looks_while_the_cpus_are_busy(api_client, proc
     assert not ShadowPrediction.objects.exists()
 
 
+def test_the_shadow_process_keeps_looking_after_a_failed_look(api_client, process_mode, monkeypatch, settings, caplog):
+    """The database away for a moment (or a checkpoint gone): logged once, and the next look works."""
+    from django.core.management import call_command
+
+    from classifier.management.commands import shadow as command
+
+    monkeypatch.setattr(command, "close_old_connections", lambda: None)
+    settings.SHADOW_MAX_BUSY = 1.0
+    shadow.shadow_start(version=shipped("logreg"))
+    reply = predict(api_client)
+    real_poll, calls = shadow.ShadowPoller._poll, []
+
+    def flaky(self):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("the database went away")
+        return real_poll(self)
+
+    monkeypatch.setattr(shadow.ShadowPoller, "_poll", flaky)
+    out = io.StringIO()
+    with caplog.at_level("WARNING", logger="classifier.shadow"):
+        call_command("shadow", "--looks", "3", "--priority", "normal", "--poll-seconds", "0.01", stdout=out)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "shadow process: a look failed (trying again every 0.01 s)"]  # once, not per look
+    assert any("looking again after a failure" in r.getMessage() for r in caplog.records)
+    assert list(ShadowPrediction.objects.values_list("prediction_id", flat=True)) == [reply["id"]]
+
+
 def test_staff_are_told_when_no_shadow_process_is_looking(process_mode, settings, tmp_path, admin_client):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                                    "LOCATION": str(tmp_path / "cache")}}  # a cache the processes share
