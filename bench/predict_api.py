@@ -8,8 +8,12 @@ canvas PNG with a drawn 7, as the drawing page sends it — a real pen-drawn one
 for each: concurrency 1 and concurrency 16, bounded in requests and seconds. Prints a table, the
 ratios, and checks that the site stored exactly as many predictions as it answered.
 
+``--synchronous-commit off`` (PostgreSQL) sets that on the benchmark's own database, to measure what
+the commit's WAL flush costs a prediction; the site itself keeps PostgreSQL's durable default.
+
     python bench/predict_api.py [--server production|default] [--workers 2] [--strokes PATH]
-                                [--database-url URL] [--requests 2000] [--seconds 15]
+                                [--database-url URL] [--synchronous-commit on|off] [--requests 2000]
+                                [--seconds 15]
 """
 from __future__ import annotations
 
@@ -57,6 +61,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None,
                         help="a PostgreSQL server URL; a fresh database is created on it and dropped after "
                              "(default: a fresh SQLite file)")
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on",
+                        help="PostgreSQL: synchronous_commit of the benchmark's database (default on, as deployed)")
     parser.add_argument("--requests", type=int, default=2000, help="per run at concurrency 1 (x2 at 16)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time bound per run")
     parser.add_argument("--strokes", type=Path,
@@ -68,6 +74,13 @@ def main() -> None:
     body = json.dumps({"image": encode(drawing(args.strokes))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
+    if args.synchronous_commit == "off":
+        if not args.database_url:
+            raise SystemExit("--synchronous-commit is a PostgreSQL setting: give --database-url")
+        import psycopg
+
+        with psycopg.connect(args.database_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database_url.rsplit("/", 1)[1]}" SET synchronous_commit = off')
     env = site_env(database_url, tmp)
     (tmp / "static").mkdir()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)

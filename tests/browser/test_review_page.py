@@ -3,6 +3,7 @@ page load; `s` skips, `x` marks "not a digit"; the counts follow."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 
@@ -100,6 +101,8 @@ def test_the_last_drawing_leaves_an_empty_queue(reviewer: Page):
     page.goto("/review/")
     left = int(page.get_by_test_id("count-left").inner_text())
     for _ in range(left):
+        # The drawing is fetched after the page loads: a key pressed before it shows labels nothing.
+        expect(page.get_by_test_id("review-id")).to_have_text(re.compile(r"^\d+$"))
         current = shown_id(page)
         with page.expect_response(lambda r: "/label/" in r.url and r.status == 200):
             page.get_by_test_id("key-1").click()  # the on-screen keys work like the keyboard
