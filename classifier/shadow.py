@@ -42,15 +42,16 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from django.conf import settings
-from django.core.cache import cache
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
@@ -164,28 +165,82 @@ class Shadowed:
     model: ServingModel
 
 
-class ShadowWorker:
-    """One daemon thread and a bounded queue: ``submit`` never blocks; what does not fit is dropped."""
+class _ShadowAnswers:
+    """What both places the shadow runs in share: the candidates in shadow, loaded (re-read at most every
+    MODEL_REFRESH_SECONDS), their answers stored, and the counts (``stats``)."""
 
-    def __init__(self, *, queue_size: int, batch_max: int, nice: int = 0, linger: float = 0.0,
-                 cpu_share: float = 1.0, switch_interval: float = 0.0) -> None:
-        self.queue: queue.Queue[Item] = queue.Queue(maxsize=max(1, queue_size))
+    def __init__(self, *, batch_max: int) -> None:
         self.batch_max = max(1, batch_max)
-        self.nice = nice
-        self.linger = max(0.0, linger)
-        self.cpu_share = min(1.0, max(0.001, cpu_share))
-        self.switch_interval = max(0.0, switch_interval)
         self._models: list[Shadowed] = []  # the candidates in shadow, loaded
         self._unloadable = 0  # candidates in shadow whose checkpoint cannot be loaded
         self._models_checked = float("-inf")
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.counts: dict[str, float] = {"submitted": 0, "dropped": 0, "answered": 0, "failed": 0, "batches": 0,
                                          "cpu_ms": 0.0}
 
     def _count(self, name: str, n: float = 1) -> None:
         with self._lock:
             self.counts[name] += n
+
+    @contextmanager
+    def _cpu_counted(self) -> Iterator[None]:
+        """Count the calling thread's CPU time inside the block in ``cpu_ms``."""
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self._count("cpu_ms", (time.thread_time() - started) * 1000)
+
+    def _loaded(self) -> list[Shadowed]:
+        """The candidates in shadow and their models, re-read at most every MODEL_REFRESH_SECONDS."""
+        now = time.monotonic()
+        if now - self._models_checked >= settings.MODEL_REFRESH_SECONDS:
+            models, unloadable = [], 0
+            for version in shadow_versions():
+                try:
+                    models.append(Shadowed(version.pk, version.shadow_since, registry.for_version(version)))
+                except ApplicationError as exc:
+                    unloadable += 1
+                    log.warning("shadow: %s cannot be loaded: %s", version.label, exc.message)
+            self._models, self._unloadable, self._models_checked = models, unloadable, now
+        return self._models
+
+    def answer(self, work: Sequence[tuple[Shadowed, Sequence[Item]]]) -> int:
+        """Each candidate answers its drawings (one forward pass each); the answers are stored together."""
+        rows: list[ShadowPrediction] = []
+        for shadowed, items in work:
+            if not items:
+                continue
+            x = torch.stack([tensor.reshape(1, 28, 28).float() for _, tensor in items])
+            for (pk, _), probs in zip(items, shadowed.model.probabilities(x).tolist()):
+                probabilities = [round(p, 6) for p in probs]
+                digit = max(range(10), key=probabilities.__getitem__)
+                rows.append(ShadowPrediction(prediction_id=pk, version_id=shadowed.version_id, digit=digit,
+                                             confidence=probabilities[digit], probabilities=probabilities))
+        if not rows:
+            return 0
+        stored = _insert(rows)
+        self._count("answered", stored)
+        self._count("batches")
+        return stored
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.counts)
+
+
+class ShadowWorker(_ShadowAnswers):
+    """One daemon thread and a bounded queue: ``submit`` never blocks; what does not fit is dropped."""
+
+    def __init__(self, *, queue_size: int, batch_max: int, nice: int = 0, linger: float = 0.0,
+                 cpu_share: float = 1.0, switch_interval: float = 0.0) -> None:
+        super().__init__(batch_max=batch_max)
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=max(1, queue_size))
+        self.nice = nice
+        self.linger = max(0.0, linger)
+        self.cpu_share = min(1.0, max(0.001, cpu_share))
+        self.switch_interval = max(0.0, switch_interval)
+        self._thread: threading.Thread | None = None
 
     def submit(self, items: Sequence[Item]) -> int:
         """Queue drawings for the shadow; returns how many were taken (the rest are dropped and counted)."""
@@ -254,54 +309,15 @@ class ShadowWorker:
     def process(self, batch: Sequence[Item]) -> int:
         """Every candidate in shadow answers ``batch`` (one forward pass each); returns the answers stored.
         Its CPU time (this thread's) is counted in ``cpu_ms``."""
-        started = time.thread_time()
-        try:
-            return self._process(batch)
-        finally:
-            self._count("cpu_ms", (time.thread_time() - started) * 1000)
-
-    def _loaded(self) -> list[Shadowed]:
-        """The candidates in shadow and their models, re-read at most every MODEL_REFRESH_SECONDS."""
-        now = time.monotonic()
-        if now - self._models_checked >= settings.MODEL_REFRESH_SECONDS:
-            models, unloadable = [], 0
-            for version in shadow_versions():
-                try:
-                    models.append(Shadowed(version.pk, version.shadow_since, registry.for_version(version)))
-                except ApplicationError as exc:
-                    unloadable += 1
-                    log.warning("shadow: %s cannot be loaded: %s", version.label, exc.message)
-            self._models, self._unloadable, self._models_checked = models, unloadable, now
-        return self._models
-
-    def _process(self, batch: Sequence[Item]) -> int:
-        models = self._loaded()
-        if self._unloadable:
-            self._count("failed", len(batch) * self._unloadable)
-        if not models or not batch:
-            return 0
-        alive = set(Prediction.objects.filter(pk__in=[pk for pk, _ in batch]).values_list("pk", flat=True))
-        items = [(pk, tensor) for pk, tensor in batch if pk in alive]  # a replaced drawing is gone already
-        return self.answer([(shadowed, items) for shadowed in models])
-
-    def answer(self, work: Sequence[tuple[Shadowed, Sequence[Item]]]) -> int:
-        """Each candidate answers its drawings (one forward pass each); the answers are stored together."""
-        rows: list[ShadowPrediction] = []
-        for shadowed, items in work:
-            if not items:
-                continue
-            x = torch.stack([tensor.reshape(1, 28, 28).float() for _, tensor in items])
-            for (pk, _), probs in zip(items, shadowed.model.probabilities(x).tolist()):
-                probabilities = [round(p, 6) for p in probs]
-                digit = max(range(10), key=probabilities.__getitem__)
-                rows.append(ShadowPrediction(prediction_id=pk, version_id=shadowed.version_id, digit=digit,
-                                             confidence=probabilities[digit], probabilities=probabilities))
-        if not rows:
-            return 0
-        stored = _insert(rows)
-        self._count("answered", stored)
-        self._count("batches")
-        return stored
+        with self._cpu_counted():
+            models = self._loaded()
+            if self._unloadable:
+                self._count("failed", len(batch) * self._unloadable)
+            if not models or not batch:
+                return 0
+            alive = set(Prediction.objects.filter(pk__in=[pk for pk, _ in batch]).values_list("pk", flat=True))
+            items = [(pk, tensor) for pk, tensor in batch if pk in alive]  # a replaced drawing is gone already
+            return self.answer([(shadowed, items) for shadowed in models])
 
     def join(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is processed (tests, benchmarks); False on timeout."""
@@ -313,8 +329,7 @@ class ShadowWorker:
         return True
 
     def stats(self) -> dict[str, float]:
-        with self._lock:
-            return {**self.counts, "queued": self.queue.qsize(), "queue_size": self.queue.maxsize}
+        return {**super().stats(), "queued": self.queue.qsize(), "queue_size": self.queue.maxsize}
 
 
 def _insert(rows: list[ShadowPrediction]) -> int:
@@ -373,7 +388,7 @@ def shadow_reset() -> None:
 HEARTBEAT_KEY = "mnistsite:shadow:heartbeat"
 
 
-class ShadowPoller:
+class ShadowPoller(_ShadowAnswers):
     """``SHADOW_WORKER=process``: reads the stored predictions the active version answered and has the
     candidates in shadow answer them, in the process that calls ``poll`` (``manage.py shadow``).
 
@@ -384,22 +399,20 @@ class ShadowPoller:
     """
 
     def __init__(self, *, batch_max: int) -> None:
-        self.batch_max = max(1, batch_max)
-        self.worker = ShadowWorker(queue_size=1, batch_max=self.batch_max)  # its loading, answering, counts
+        super().__init__(batch_max=batch_max)
         self.cursor: int | None = None  # the newest prediction id looked at
         self.looks = 0
 
     def poll(self) -> int:
-        """One look: returns the answers stored. Its CPU time is counted in the worker's ``cpu_ms``."""
-        started = time.thread_time()
+        """One look: returns the answers stored. Its CPU time is counted in ``cpu_ms``."""
         try:
-            return self._poll()
+            with self._cpu_counted():
+                return self._poll()
         finally:
             self.looks += 1
-            self.worker._count("cpu_ms", (time.thread_time() - started) * 1000)
 
     def _poll(self) -> int:
-        models = self.worker._loaded()
+        models = self._loaded()
         if not models:
             self.cursor = None  # the next shadow starts from its own first drawings
             return 0
@@ -416,16 +429,16 @@ class ShadowPoller:
             return 0
         self.cursor = max(self.cursor or 0, rows[0][0])
         items = [(pk, at, _pixels_tensor(pixels)) for pk, at, pixels in rows if pixels and len(pixels) == 784]
-        self.worker._count("submitted", len(items))
-        if self.worker._unloadable:
-            self.worker._count("failed", len(items) * self.worker._unloadable)
-        return self.worker.answer([(m, [(pk, x) for pk, at, x in items if at >= m.since]) for m in models])
+        self._count("submitted", len(items))
+        if self._unloadable:
+            self._count("failed", len(items) * self._unloadable)
+        return self.answer([(m, [(pk, x) for pk, at, x in items if at >= m.since]) for m in models])
 
     def heartbeat(self, **extra: Any) -> None:
         """Tell the web processes (through the shared cache) that a shadow process is looking."""
         try:
             cache.set(HEARTBEAT_KEY, {"at": time.time(), "pid": os.getpid(), "looks": self.looks,
-                                      **self.worker.stats(), **extra},
+                                      **self.stats(), **extra},
                       timeout=max(60, int(settings.SHADOW_POLL_SECONDS * 10)))
         except Exception as exc:  # the cache being down must not stop the shadow
             log.debug("shadow heartbeat not stored: %s", exc)

@@ -253,7 +253,7 @@ def test_the_poller_answers_the_newest_live_drawings_since_each_candidate_entere
     second = [predict(api_client, points)["id"] for points in (SEVEN, ZERO)]
     assert poller.poll() == 4  # both candidates answer the two new drawings
     assert set(ShadowPrediction.objects.filter(version=mlp).values_list("prediction_id", flat=True)) == set(second)
-    stats = poller.worker.stats()
+    stats = poller.stats()
     assert stats["answered"] == 7 and stats["failed"] == 0 and stats["cpu_ms"] > 0 and poller.looks == 4
 
     # the answer is the candidate's on the stored 28x28 input, exactly as the thread's would be

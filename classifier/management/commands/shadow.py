@@ -104,7 +104,7 @@ class Command(BaseCommand):
             # The budget: at most SHADOW_CPU_SHARE of one core, whatever the traffic.
             used = time.process_time() - cpu_started
             stopping.wait(max(poll - (time.monotonic() - started), used * (1.0 / share - 1.0)))
-        stats = poller.worker.stats()
+        stats = poller.stats()
         self.stdout.write(f"shadow process {os.getpid()} stopping: {poller.looks} looks ({skipped} skipped, CPUs busy), "
                           f"{int(stats['answered'])} answers stored, {int(stats['failed'])} failed, "
                           f"{stats['cpu_ms']:.0f} ms of CPU")
