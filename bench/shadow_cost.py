@@ -180,10 +180,9 @@ def main() -> None:
     body = json.dumps({"image": encode(drawing(None))}).encode()
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-shadow-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
-    broker = os.environ.get("CELERY_BROKER_URL", os.environ.get("REDIS_URL"))
-    args.shadow_worker = args.shadow_worker or os.environ.get("SHADOW_WORKER") or ("process" if broker else "thread")
-    env = site_env(database_url, tmp, SHADOW_WORKER=args.shadow_worker)
+    env = site_env(database_url, tmp, **({"SHADOW_WORKER": args.shadow_worker} if args.shadow_worker else {}))
     (tmp / "static").mkdir()
+    args.shadow_worker = shell(env, "from django.conf import settings; print(settings.SHADOW_WORKER)")[0]
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
     _, pk, arch, *name = shell(env, REGISTER.format(name=args.candidate, folder=str(tmp)))
     label = " ".join(name)
