@@ -6,9 +6,11 @@ and records the latency. Plain asyncio sockets keep the client's own CPU cost lo
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -19,6 +21,11 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float | None = None  # the server's processes' CPU time during the run, where measured
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return self.server_cpu_s / self.requests * 1000 if self.server_cpu_s is not None and self.requests else None
 
     @property
     def throughput(self) -> float:
@@ -41,6 +48,8 @@ class LoadResult:
             "p90_ms": round(self.percentile(90), 2),
             "p99_ms": round(self.percentile(99), 2),
             "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else float("nan"),
+            "server_cpu_ms_per_request": (round(self.cpu_ms_per_request, 3) if self.cpu_ms_per_request is not None
+                                          else float("nan")),
         }
 
 
@@ -116,5 +125,28 @@ async def _run(url, body, concurrency, max_requests, max_seconds) -> LoadResult:
     return LoadResult(concurrency, len(latencies), errors[0], time.perf_counter() - start, latencies)
 
 
-def run_load(url: str, body: bytes, *, concurrency: int, max_requests: int, max_seconds: float) -> LoadResult:
-    return asyncio.run(_run(url, body, concurrency, max_requests, max_seconds))
+def run_load(url: str, body: bytes, *, concurrency: int, max_requests: int, max_seconds: float,
+             server_pid: int | None = None) -> LoadResult:
+    """Run the load; with ``server_pid``, also the CPU time that process and its children spent meanwhile."""
+    before = cpu_seconds(server_pid, children=True) if server_pid else None
+    result = asyncio.run(_run(url, body, concurrency, max_requests, max_seconds))
+    if before is not None:
+        result.server_cpu_s = cpu_seconds(server_pid, children=True) - before
+    return result
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (and, with ``children``, of every process under it), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            if children:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total

@@ -44,11 +44,14 @@ def server_command(server: str, port: int, workers: int) -> list[str]:
             "--workers", str(workers)]
 
 
-def measure(url: str, body: bytes, args: argparse.Namespace) -> dict[str, LoadResult]:
+def measure(url: str, body: bytes, args: argparse.Namespace, pid: int) -> dict[str, LoadResult]:
+    """Both concurrencies against ``url``; ``pid`` is the server's process, whose CPU time (with its
+    children's) is read from /proc around each run."""
     run_load(url, body, concurrency=4, max_requests=200, max_seconds=20)  # warm-up: models loaded, caches hot
     return {
-        "c1": run_load(url, body, concurrency=1, max_requests=args.requests, max_seconds=args.seconds),
-        "c16": run_load(url, body, concurrency=16, max_requests=args.requests * 2, max_seconds=args.seconds),
+        "c1": run_load(url, body, concurrency=1, max_requests=args.requests, max_seconds=args.seconds, server_pid=pid),
+        "c16": run_load(url, body, concurrency=16, max_requests=args.requests * 2, max_seconds=args.seconds,
+                        server_pid=pid),
     }
 
 
@@ -90,7 +93,7 @@ def main() -> None:
     site = subprocess.Popen(server_command(args.server, port, args.workers), cwd=REPO, env=env)
     try:
         wait_for_port(port, site, timeout=60, name=args.server)
-        results["site"] = measure(f"http://127.0.0.1:{port}/api/predict/", body, args)
+        results["site"] = measure(f"http://127.0.0.1:{port}/api/predict/", body, args, site.pid)
     finally:
         stop(site, timeout=30)
     stored = count_predictions(env) - baseline_rows
@@ -102,7 +105,7 @@ def main() -> None:
                              stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, flask, timeout=60, name="flask")
-        results["flask"] = measure(f"http://127.0.0.1:{port}/predict", body, args)
+        results["flask"] = measure(f"http://127.0.0.1:{port}/predict", body, args, flask.pid)
     finally:
         stop(flask, timeout=30)
 
@@ -177,15 +180,17 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, LoadResult]], 
     print(f"\nPOST /api/predict/ on 127.0.0.1 — site: {args.server}, {processes}, "
           f"{'PostgreSQL' if args.database_url else 'SQLite'}, {'a real pen-drawn' if args.strokes else 'the test'} 7; "
           f"every prediction stored")
-    print(f"{'':26}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
+    print(f"{'':26}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'CPU ms/req':>11}")
     for name, label in (("site", "mnistsite"), ("flask", "Flask demo (stores nothing)")):
         for conc, result in results[name].items():
             s = result.summary()
             print(f"{label[:18] + ' ' + conc:26}{s['requests']:>9}{s['errors']:>8}{s['throughput_rps']:>9.0f}"
-                  f"{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}")
+                  f"{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['server_cpu_ms_per_request']:>11.2f}")
     site, flask = results["site"], results["flask"]
     print(f"\nratio mnistsite / Flask demo: throughput at 16 = {site['c16'].throughput / flask['c16'].throughput:.2f}x, "
-          f"p50 at 1 = {site['c1'].percentile(50) / flask['c1'].percentile(50):.2f}x")
+          f"p50 at 1 = {site['c1'].percentile(50) / flask['c1'].percentile(50):.2f}x, "
+          f"server CPU per request at 1 = {site['c1'].cpu_ms_per_request / flask['c1'].cpu_ms_per_request:.2f}x "
+          f"(the web server's own processes; the database's are not counted)")
     print(f"predictions stored: {stored} of {answered} answered")
     checks = {
         "c1_p50_ms": site["c1"].percentile(50) <= TARGETS["c1_p50_ms"],

@@ -44,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.loadgen import LoadResult, run_load  # noqa: E402
+from bench.loadgen import LoadResult, cpu_seconds, run_load  # noqa: E402
 from bench.predict_api import drawing, fresh_database, server_command, site_env  # noqa: E402
 from tests.support.drawings import encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
@@ -124,23 +124,6 @@ def shell(env: dict[str, str], code: str) -> list[str]:
     out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True,
                          capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1].split()
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """User + system CPU time of a process (and, with ``children``, of every process under it), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, pids = 0.0, [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            if children:
-                for task in Path(f"/proc/{current}/task").iterdir():
-                    pids += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 class CpuAccount:

@@ -9,9 +9,10 @@ This module is used both by training and by inference; it depends only on numpy,
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -237,12 +238,27 @@ def _place(crop: np.ndarray, box_size: float = BOX_SIZE) -> np.ndarray:
         # Already MNIST-sized: shift by whole pixels, as MNIST did, so such an image comes back
         # unchanged instead of being interpolated.
         top, left = float(round(top)), float(round(left))
-    # Separable: rows, then columns, as two small products (in torch, which keeps to the calling thread's
-    # thread count: numpy would hand them to OpenBLAS threads that spin on the other cores).
+    # Separable: rows, then columns, as two small products.
     row_matrix = torch.from_numpy(_resampling_matrix(h, top, scale).astype(np.float32))
     col_matrix = torch.from_numpy(_resampling_matrix(w, left, scale).astype(np.float32))
-    out = (row_matrix @ torch.from_numpy(crop) @ col_matrix.T).numpy()
+    with _one_thread():
+        out = (row_matrix @ torch.from_numpy(crop) @ col_matrix.T).numpy()
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on the calling thread alone. Products this small gain nothing from a second thread, and the
+    thread pool's workers spin on the other cores after each one (measured: twice the CPU time of the whole
+    preprocessing, and slower). numpy's products would go to OpenBLAS's threads, which do the same."""
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
 
 
 def mnist_array(ink: np.ndarray, *, box_size: float = BOX_SIZE) -> np.ndarray:

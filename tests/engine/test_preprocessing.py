@@ -337,3 +337,20 @@ def test_resampling_matrix_matches_a_supersampled_reference(n, start, scale):
         np.testing.assert_allclose(out, expected, atol=1e-9)
     if scale <= 1.0 and 0 <= start and start + n * scale <= preprocessing.OUTPUT_SIZE:
         assert matrix.sum() == pytest.approx(n * scale)  # reducing keeps the ink: every source row lands whole
+
+
+def test_preprocessing_runs_on_one_thread_and_leaves_the_thread_count_alone(digit):
+    """The resampling products run on the calling thread only (a second thread's workers would spin on the
+    other cores), and the caller's torch thread count is the same afterwards, also after an error."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with preprocessing._one_thread():
+            assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), preprocessing._one_thread():
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+        preprocess(dark_on_light(coverage(digit)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
