@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP through Django; WebSockets (the live training dashboard) through Channels.
 
 HTTP requests run on a small pool of long-lived threads, each in one call from middleware to view
-(``mnistsite.handlers.ThreadPoolASGIHandler``, ``HTTP_THREADS`` of them, default 1), not through
+(``mnistsite.handlers.ThreadPoolASGIHandler``, ``HTTP_THREADS`` of them, default 2 on two cores or more), not through
 Django's ``ASGIHandler``, which hands every synchronous middleware and view to a thread and back.
 Sockets get the session's user (``AuthMiddlewareStack``) and must come from a page of an allowed host
 (``AllowedHostsOriginValidator``).
@@ -24,12 +24,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 import dashboard.routing  # noqa: E402
-from mnistsite.handlers import ThreadPoolASGIHandler  # noqa: E402
+from mnistsite.handlers import ThreadPoolASGIHandler, http_threads  # noqa: E402
 from training.policy_schedule import start_policy_scheduler  # noqa: E402
 from training.reaper import start_reaper  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": ThreadPoolASGIHandler(threads=int(os.environ.get("HTTP_THREADS", 1))),
+    "http": ThreadPoolASGIHandler(threads=http_threads()),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(dashboard.routing.websocket_urlpatterns))),
 })
 

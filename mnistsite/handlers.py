@@ -16,17 +16,37 @@ WebSockets stay with Channels on the same loop.
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from tempfile import SpooledTemporaryFile
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core import signals
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpResponse, HttpResponseBase
 from django.urls import set_script_prefix
+
+
+def http_threads(environ: Mapping[str, str] = os.environ) -> int:
+    """How many threads run HTTP requests in an ASGI process: ``HTTP_THREADS``, else two where the machine
+    has two cores or more, else one. A request's work is partly outside the GIL (decoding the PNG, the
+    network's forward pass, the database and the file), so a second thread lets some of it overlap on a
+    second core: measured on 2 cores, both servers side by side in alternating rounds, concurrency 16 got a
+    median 1.08x the throughput of one thread (0.95-1.18x), concurrency 1 the same latency."""
+    value = environ.get("HTTP_THREADS", "").strip()
+    if not value:
+        return min(2, os.cpu_count() or 1)
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ImproperlyConfigured(f"HTTP_THREADS must be a whole number of at least 1, not {value!r}")
+    return threads
 
 
 class ThreadPoolASGIHandler(ASGIHandler):

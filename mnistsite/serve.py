@@ -2,7 +2,7 @@
 
 ``site`` (``make run``): everything in one process — HTTP and the dashboard's WebSockets — with
 Granian running the ASGI application (``mnistsite.asgi``, no lifespan protocol). Its HTTP requests
-run on ``HTTP_THREADS`` long-lived threads (default 1), each in one call from middleware to view
+run on ``HTTP_THREADS`` long-lived threads (default 2 where there are two cores or more), each in one call from middleware to view
 (``mnistsite.handlers``), not handed to a thread and back for every middleware (README: "The default
 run's speed").
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.test import Client
 from PIL import Image
 from rest_framework.throttling import ScopedRateThrottle
 
 from classifier.models import Prediction
-from mnistsite.handlers import ThreadPoolASGIHandler
+from mnistsite.handlers import ThreadPoolASGIHandler, http_threads
 from tests.support.drawings import SEVEN, canvas, encode, png_bytes
 from training.events import server_loop
 
@@ -255,3 +256,18 @@ def test_a_request_reaches_the_servers_event_loop(shipped_versions):
         sent = asyncio.run(call())
     assert sent[0]["status"] == 200
     assert seen["from request"] is seen["server"]
+
+
+def test_http_threads_default_and_validation(monkeypatch):
+    """Two threads where there are two cores or more, one on a single core; HTTP_THREADS wins; nonsense is
+    refused at start with the setting's name."""
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert http_threads({}) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert http_threads({}) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert http_threads({"HTTP_THREADS": ""}) == 1
+    assert http_threads({"HTTP_THREADS": "3"}) == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ImproperlyConfigured, match="HTTP_THREADS"):
+            http_threads({"HTTP_THREADS": bad})
