@@ -29,13 +29,18 @@ model = model_from_checkpoint(load_checkpoint(REPO / "training" / "shipped" / "c
 app = Flask(__name__)
 
 
+def demo_input(image: Image.Image) -> torch.Tensor:
+    """What such a demo feeds its model: the whole canvas in grey, resized to 28x28, inverted: ``[1,1,28,28]``."""
+    small = image.convert("L").resize((28, 28))
+    return torch.tensor(255 - np.array(small), dtype=torch.float32).div(255).view(1, 1, 28, 28)
+
+
 @app.post("/predict")
 def predict():
     data = request.get_json()["image"]
     if "," in data:
         data = data.split(",", 1)[1]
-    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("L").resize((28, 28))
-    x = torch.tensor(255 - np.array(image), dtype=torch.float32).div(255).view(1, 1, 28, 28)
+    x = demo_input(Image.open(io.BytesIO(base64.b64decode(data))))
     with torch.no_grad():
         probabilities = torch.softmax(model(x), dim=1)[0].tolist()
     return jsonify({"digit": int(np.argmax(probabilities)), "probabilities": probabilities})
