@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import run_load  # noqa: E402
-from bench.predict_api import drawing, fresh_database, server_command, site_env  # noqa: E402
+from bench.predict_api import drawing, fresh_database, migrate_site, site_env, start_site  # noqa: E402
 from tests.support.drawings import encode  # noqa: E402
-from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
+from tests.support.processes import stop  # noqa: E402
 
 DEFAULT_STROKES = REPO.parent / "shared" / "data" / "strokes-dev" / "strokes.json.gz"
 
@@ -46,15 +46,10 @@ def main() -> None:
             folder = Path(tempfile.mkdtemp(prefix="mnistsite-bench-threads-"))
             database_url, _ = fresh_database(None, folder)
             env = site_env(database_url, folder, HTTP_THREADS=str(threads), LOG_LEVEL="ERROR")
-            (folder / "static").mkdir()
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env,
-                           check=True)
-            port = free_port()
-            process = subprocess.Popen(server_command("default", port, 1), cwd=REPO, env=env)
-            wait_for_port(port, process, timeout=60, name=f"HTTP_THREADS={threads}")
-            url = f"http://127.0.0.1:{port}/api/predict/"
+            migrate_site(env, folder)
+            process, url = start_site("default", 1, env, name=f"HTTP_THREADS={threads}")
+            servers[threads] = process, url
             run_load(url, body, concurrency=4, max_requests=200, max_seconds=20)  # warm-up
-            servers[threads] = (process, url)
 
         rps: dict[int, list[float]] = {t: [] for t in counts}
         p50: dict[int, list[float]] = {t: [] for t in counts}

@@ -44,6 +44,26 @@ def server_command(server: str, port: int, workers: int) -> list[str]:
             "--workers", str(workers)]
 
 
+def migrate_site(env: dict[str, str], folder: Path) -> None:
+    """A fresh site's folder and schema: its static folder made, ``manage.py migrate`` run (which registers
+    the shipped models)."""
+    (folder / "static").mkdir()
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
+
+
+def start_site(server: str, workers: int, env: dict[str, str], *, name: str) -> tuple[subprocess.Popen, str]:
+    """The site started as operators start it (``server_command``), once it accepts connections: the
+    process and its predict URL. Stopped again if it never does."""
+    port = free_port()
+    process = subprocess.Popen(server_command(server, port, workers), cwd=REPO, env=env)
+    try:
+        wait_for_port(port, process, timeout=60, name=name)
+    except BaseException:
+        stop(process, timeout=30)
+        raise
+    return process, f"http://127.0.0.1:{port}/api/predict/"
+
+
 def measure(url: str, body: bytes, args: argparse.Namespace, pid: int) -> dict[str, LoadResult]:
     """Both concurrencies against ``url``; ``pid`` is the server's process, whose CPU time (with its
     children's) is read from /proc around each run."""
@@ -85,15 +105,12 @@ def main() -> None:
         with psycopg.connect(args.database_url, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{database_url.rsplit("/", 1)[1]}" SET synchronous_commit = off')
     env = site_env(database_url, tmp)
-    (tmp / "static").mkdir()
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
+    migrate_site(env, tmp)
     baseline_rows = 0
     results: dict[str, dict[str, LoadResult]] = {}
-    port = free_port()
-    site = subprocess.Popen(server_command(args.server, port, args.workers), cwd=REPO, env=env)
+    site, url = start_site(args.server, args.workers, env, name=args.server)
     try:
-        wait_for_port(port, site, timeout=60, name=args.server)
-        results["site"] = measure(f"http://127.0.0.1:{port}/api/predict/", body, args, site.pid)
+        results["site"] = measure(url, body, args, site.pid)
     finally:
         stop(site, timeout=30)
     stored = count_predictions(env) - baseline_rows

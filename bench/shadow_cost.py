@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import LoadResult, cpu_seconds, run_load  # noqa: E402
-from bench.predict_api import drawing, fresh_database, server_command, site_env  # noqa: E402
+from bench.predict_api import drawing, fresh_database, migrate_site, server_command, site_env  # noqa: E402
 from tests.support.drawings import encode  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
@@ -164,9 +163,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mnistsite-bench-shadow-"))
     database_url, drop_database = fresh_database(args.database_url, tmp)
     env = site_env(database_url, tmp, **({"SHADOW_WORKER": args.shadow_worker} if args.shadow_worker else {}))
-    (tmp / "static").mkdir()
     args.shadow_worker = shell(env, "from django.conf import settings; print(settings.SHADOW_WORKER)")[0]
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env, check=True)
+    migrate_site(env, tmp)
     _, pk, arch, *name = shell(env, REGISTER.format(name=args.candidate, folder=str(tmp)))
     label = " ".join(name)
 

@@ -211,14 +211,13 @@ def _resampling_matrix(n: int, start: float, scale: float) -> np.ndarray:
     # Output row centres in source coordinates, where row i has its centre at i + 0.5; beyond the
     # first and last centres the neighbour is background.
     pos = (edges[:-1] + edges[1:]) / 2.0 - 0.5
-    below = np.floor(pos)
-    frac = pos - below
+    rows = np.flatnonzero((pos > -1.0) & (pos < n))  # the others lie wholly in the background
+    below = np.floor(pos[rows])
+    frac = pos[rows] - below
     matrix = np.zeros((OUTPUT_SIZE, n + 2), np.float64)  # columns: background, rows 0..n-1, background
-    index = np.clip(below, -1, n).astype(np.intp) + 1
-    rows = np.arange(OUTPUT_SIZE)
-    inside = (pos > -1.0) & (pos < n)
-    np.add.at(matrix, (rows[inside], index[inside]), 1.0 - frac[inside])
-    np.add.at(matrix, (rows[inside], np.minimum(index[inside] + 1, n + 1)), frac[inside])
+    column = below.astype(np.intp) + 1
+    matrix[rows, column] = 1.0 - frac
+    matrix[rows, column + 1] = frac
     return matrix[:, 1:-1]
 
 

@@ -1,8 +1,9 @@
 """ASGI entry point: HTTP through Django; WebSockets (the live training dashboard) through Channels.
 
 HTTP requests run on a small pool of long-lived threads, each in one call from middleware to view
-(``mnistsite.handlers.ThreadPoolASGIHandler``, ``HTTP_THREADS`` of them, default 2 on two cores or more), not through
-Django's ``ASGIHandler``, which hands every synchronous middleware and view to a thread and back.
+(``mnistsite.handlers.ThreadPoolASGIHandler``, ``HTTP_THREADS`` of them, default 2 on two cores or
+more), not through Django's ``ASGIHandler``, which hands every synchronous middleware and view to a
+thread and back.
 Sockets get the session's user (``AuthMiddlewareStack``) and must come from a page of an allowed host
 (``AllowedHostsOriginValidator``).
 """

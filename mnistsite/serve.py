@@ -2,9 +2,9 @@
 
 ``site`` (``make run``): everything in one process — HTTP and the dashboard's WebSockets — with
 Granian running the ASGI application (``mnistsite.asgi``, no lifespan protocol). Its HTTP requests
-run on ``HTTP_THREADS`` long-lived threads (default 2 where there are two cores or more), each in one call from middleware to view
-(``mnistsite.handlers``), not handed to a thread and back for every middleware (README: "The default
-run's speed").
+run on ``HTTP_THREADS`` long-lived threads (default 2 where there are two cores or more), each in one
+call from middleware to view (``mnistsite.handlers``), not handed to a thread and back for every
+middleware (README: "The default run's speed").
 
 Production: ``http``: Granian running Django's WSGI handler, one worker per core by default, one
 blocking thread per worker (a request's CPU work is the prediction; more threads per worker only
