@@ -6,20 +6,26 @@ whole request through Django's test client (middleware, DRF, validation, the ser
 its parts on their own: decoding the PNG, preprocessing, the served model's views, storing the row and
 the file, encoding the 28x28 input for the reply. The drawing is the real pen-drawn 7 the predict
 benchmark sends. Prints the fastest and the median round of each (the fastest is the least disturbed
-by other work on the machine).
+by other work on the machine), and for each part the median time it took inside the whole requests
+(the same functions, timed while the requests call them): a part shares the caches with the rest of
+the request there, so it is slower than on its own.
 
     python bench/request_parts.py [--strokes PATH] [--database-url URL] [--rounds 7] [--calls 40]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -27,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.predict_api import drawing, fresh_database, site_env  # noqa: E402
 from tests.support.drawings import encode  # noqa: E402
 
+WHOLE = "whole request (Django test client)"
 DEFAULT_STROKES = REPO.parent / "shared" / "data" / "strokes-dev" / "strokes.json.gz"
 
 
@@ -51,16 +58,40 @@ def main() -> None:
         drop_database()
 
 
-def measure(args: argparse.Namespace, image) -> dict[str, list[float]]:
+@contextlib.contextmanager
+def timed(targets: dict[str, tuple[Any, str]], totals: dict[str, float]) -> Iterator[None]:
+    """While inside, each ``(owner, attribute)`` of ``targets`` is wrapped so that its time adds to ``totals``."""
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
+
+    def wrapper(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[name] += time.perf_counter() - started
+        return call
+
+    for name, (owner, attribute) in targets.items():
+        setattr(owner, attribute, wrapper(name, originals[name]))
+    try:
+        yield
+    finally:
+        for name, (owner, attribute) in targets.items():
+            setattr(owner, attribute, originals[name])
+
+
+def measure(args: argparse.Namespace, image) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     import django
 
     django.setup()
     from django.core.management import call_command
     from django.test import Client
 
-    from classifier import services
+    from classifier import serializers, services, views
     from classifier.images import decode_base64, decode_image
-    from classifier.inference import registry
+    from classifier.inference import ServingModel, registry
     from engine.preprocessing import to_png_bytes
 
     call_command("migrate", verbosity=0)
@@ -77,32 +108,50 @@ def measure(args: argparse.Namespace, image) -> dict[str, list[float]]:
         response = client.post("/api/predict/", body, content_type="application/json")
         assert response.status_code == 200, response.content
 
+    model_part = f"model ({model.ref.arch}, test-time views: {model.tta})"
     parts = {
-        "whole request (Django test client)": request,
+        WHOLE: request,
         "decode the PNG": lambda: decode_image(data),
         "preprocess to 28x28": lambda: services._prepare(decoded),
-        f"model ({model.ref.arch}, test-time views: {model.tta})": lambda: model.probabilities(tensor.unsqueeze(0)),
+        model_part: lambda: model.probabilities(tensor.unsqueeze(0)),
         "store the row and the file": lambda: services._store(decoded, tensor, answer, 1.0, services.Client(), "x"),
         "28x28 input as PNG for the reply": lambda: to_png_bytes(tensor),
+    }
+    # Where the request calls each part (the names as the calling modules hold them).
+    inside_targets = {
+        "decode the PNG": (serializers, "decode_image"),
+        "preprocess to 28x28": (services, "_prepare"),
+        model_part: (ServingModel, "probabilities"),
+        "store the row and the file": (services, "_store"),
+        "28x28 input as PNG for the reply": (views, "to_png_bytes"),
     }
     for part in parts.values():  # warm-up: models loaded, caches hot
         for _ in range(10):
             part()
     times: dict[str, list[float]] = {name: [] for name in parts}
+    inside: dict[str, list[float]] = {name: [] for name in inside_targets}
     for _ in range(args.rounds):
         for name, part in parts.items():
             started = time.perf_counter()
             for _ in range(args.calls):
                 part()
             times[name].append((time.perf_counter() - started) / args.calls * 1000)
-    return times
+        totals = dict.fromkeys(inside_targets, 0.0)
+        with timed(inside_targets, totals):
+            for _ in range(args.calls):
+                request()
+        for name, total in totals.items():
+            inside[name].append(total / args.calls * 1000)
+    return times, inside
 
 
-def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(measured: tuple[dict[str, list[float]], dict[str, list[float]]], args: argparse.Namespace) -> None:
+    times, inside = measured
     print(f"POST /api/predict/ in one process, {args.rounds} rounds of {args.calls} calls; ms per call")
-    print(f"{'':40s} {'fastest':>8s} {'median':>8s}")
+    print(f"{'':40s} {'fastest':>8s} {'median':>8s} {'inside a request (median)':>26s}")
     for name, values in times.items():
-        print(f"{name:40s} {min(values):8.3f} {statistics.median(values):8.3f}")
+        within = f"{statistics.median(inside[name]):26.3f}" if name in inside else f"{'':26s}"
+        print(f"{name:40s} {min(values):8.3f} {statistics.median(values):8.3f} {within}")
 
 
 if __name__ == "__main__":

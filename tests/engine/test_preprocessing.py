@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine import preprocessing
 from engine.preprocessing import (
     PREPROCESSING_VERSION,
     EmptyDrawingError,
@@ -311,46 +310,3 @@ def test_transparent_gif(digit, reference):
 def test_large_image_is_handled(digit, reference):
     big = dark_on_light(coverage(digit)).resize((2400, 2400), Image.Resampling.BICUBIC)
     assert mean_abs_diff(preprocess(big), reference) < 0.02
-
-
-@pytest.mark.parametrize("n,start,scale", [(247, 1.3, 20 / 274), (20, 4.0, 1.0), (9, 0.0, 20 / 9), (3, 7.25, 20 / 3)])
-def test_resampling_matrix_matches_a_supersampled_reference(n, start, scale):
-    """Each output row is the mean of the source over the span it covers (reducing), or the linear
-    interpolation between source row centres (enlarging); checked against a direct computation."""
-    matrix = preprocessing._resampling_matrix(n, start, scale)
-    assert matrix.shape == (preprocessing.OUTPUT_SIZE, n)
-    source = np.random.default_rng(0).random(n)
-    out = matrix @ source
-    fine = 4096  # sub-samples per output row
-    centres = (np.arange(preprocessing.OUTPUT_SIZE * fine) + 0.5) / fine  # in output coordinates
-    positions = (centres - start) / scale  # in source coordinates
-    if scale <= 1.0:
-        index = np.floor(positions).astype(int)
-        inside = (index >= 0) & (index < n)
-        values = np.where(inside, source[np.clip(index, 0, n - 1)], 0.0)
-        expected = values.reshape(-1, fine).mean(axis=1)
-        np.testing.assert_allclose(out, expected, atol=2.0 / fine)  # a sub-sample at each end may straddle a row
-    else:
-        row_centres = (np.arange(preprocessing.OUTPUT_SIZE) + 0.5 - start) / scale - 0.5
-        padded = np.concatenate([[0.0], source, [0.0]])
-        expected = np.interp(row_centres, np.arange(-1, n + 1), padded, left=0.0, right=0.0)
-        np.testing.assert_allclose(out, expected, atol=1e-9)
-    if scale <= 1.0 and 0 <= start and start + n * scale <= preprocessing.OUTPUT_SIZE:
-        assert matrix.sum() == pytest.approx(n * scale)  # reducing keeps the ink: every source row lands whole
-
-
-def test_preprocessing_runs_on_one_thread_and_leaves_the_thread_count_alone(digit):
-    """The resampling products run on the calling thread only (a second thread's workers would spin on the
-    other cores), and the caller's torch thread count is the same afterwards, also after an error."""
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        with preprocessing._one_thread():
-            assert torch.get_num_threads() == 1
-        with pytest.raises(RuntimeError), preprocessing._one_thread():
-            raise RuntimeError
-        assert torch.get_num_threads() == 2
-        preprocess(dark_on_light(coverage(digit)))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
