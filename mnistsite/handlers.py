@@ -35,8 +35,8 @@ def http_threads(environ: Mapping[str, str] = os.environ) -> int:
     """How many threads run HTTP requests in an ASGI process: ``HTTP_THREADS``, else two where the machine
     has two cores or more, else one. A request's work is partly outside the GIL (decoding the PNG, the
     network's forward pass, the database and the file), so a second thread lets some of it overlap on a
-    second core: measured on 2 cores (``bench/http_threads.py``, three runs), concurrency 16 got a median
-    1.04-1.08x the throughput of one thread, concurrency 1 the same latency."""
+    second core: measured on 2 cores (``bench/http_threads.py``, two runs), concurrency 16 got a median
+    1.04-1.07x the throughput of one thread, concurrency 1 the same latency."""
     value = environ.get("HTTP_THREADS", "").strip()
     if not value:
         return min(2, os.cpu_count() or 1)
