@@ -7,10 +7,12 @@ served, fine-tuned, evaluated or activated.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from torch import nn
@@ -72,14 +74,48 @@ class CheckpointUnreadable(CheckpointError):
     public = "its checkpoint file cannot be read"
 
 
+def _cache_path(sha256: str | None) -> Path | None:
+    """Where this machine keeps a copy of a checkpoint held in object storage (None: local media, or no
+    sha256 to name it by)."""
+    if not sha256 or _local_path("checkpoints") is not None:
+        return None
+    return Path(settings.CHECKPOINT_CACHE_DIR) / f"{sha256.lower()}.pt"
+
+
+def _cache_put(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written only costs a download next time
+        log.warning("could not cache checkpoint %s", path.name, exc_info=True)
+
+
 def checkpoint_read(*, name: str, sha256: str | None) -> dict[str, Any]:
-    """A stored checkpoint, through the one loader; ``CheckpointError`` when missing, altered or invalid."""
+    """A stored checkpoint, through the one loader; ``CheckpointError`` when missing, altered or invalid.
+
+    With object storage, a checkpoint read once is kept on this machine under its sha256
+    (``CHECKPOINT_CACHE_DIR``) and read from there next time; the loader checks the sha256 of every read,
+    so a damaged cached copy is dropped and fetched again.
+    """
+    cached = _cache_path(sha256)
+    if cached is not None and cached.is_file():
+        try:
+            return load_checkpoint(cached.read_bytes(), sha256=sha256)
+        except (CheckpointError, OSError):
+            log.warning("cached copy of checkpoint %s is damaged; reading it from storage again", name)
+            cached.unlink(missing_ok=True)
     try:
         with default_storage.open(name, "rb") as fh:
             data = fh.read()
-    except OSError as exc:
-        raise CheckpointUnreadable(f"checkpoint file {name} cannot be read: {exc}") from None
-    return load_checkpoint(data, sha256=sha256)
+    except Exception as exc:  # noqa: BLE001 - any storage backend's failure to read (OSError, botocore errors)
+        raise CheckpointUnreadable(f"checkpoint file {name} cannot be read: {type(exc).__name__}: {exc}") from None
+    checkpoint = load_checkpoint(data, sha256=sha256)
+    if cached is not None:
+        _cache_put(cached, data)
+    return checkpoint
 
 
 def version_checkpoint(version: ModelVersion) -> dict[str, Any]:

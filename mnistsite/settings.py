@@ -135,10 +135,39 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Media (drawings, checkpoints, exports) go through Django's storage API. MEDIA_STORAGE=local (the default):
+# MEDIA_ROOT on this machine's disk. MEDIA_STORAGE=s3: an S3-compatible bucket that every machine shares
+# (django-storages); nothing another machine needs is then kept on a local disk.
+MEDIA_STORAGE = os.environ.get("MEDIA_STORAGE", "local").strip().lower() or "local"
+if MEDIA_STORAGE not in {"local", "s3"}:
+    raise ImproperlyConfigured(f"MEDIA_STORAGE must be local or s3, got {MEDIA_STORAGE!r}")
+_MEDIA_BACKEND: dict = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+if MEDIA_STORAGE == "s3":
+    if not os.environ.get("MEDIA_S3_BUCKET"):
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs MEDIA_S3_BUCKET (and usually MEDIA_S3_ENDPOINT_URL, "
+                                   "MEDIA_S3_REGION, MEDIA_S3_ACCESS_KEY_ID, MEDIA_S3_SECRET_ACCESS_KEY)")
+    _MEDIA_BACKEND = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["MEDIA_S3_BUCKET"],
+            "location": os.environ.get("MEDIA_S3_PREFIX", ""),
+            "endpoint_url": os.environ.get("MEDIA_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("MEDIA_S3_REGION") or None,
+            # Empty: boto3's own chain (AWS_* variables, instance roles) supplies the credentials.
+            "access_key": os.environ.get("MEDIA_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("MEDIA_S3_SECRET_ACCESS_KEY") or None,
+            "default_acl": None,  # private objects; staff download through the site
+            "querystring_auth": True,
+            "file_overwrite": False,  # a name in use gets a new one: nothing stored is ever replaced
+        },
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _MEDIA_BACKEND,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Where a process keeps the checkpoints it read from object storage, by sha256 (a cache: safe to delete).
+CHECKPOINT_CACHE_DIR = Path(os.environ.get("CHECKPOINT_CACHE_DIR")
+                            or Path(tempfile.gettempdir()) / "mnistsite-checkpoint-cache")
 # Serve files from the apps' static folders without collectstatic while DEBUG is on.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
