@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from engine.preprocessing import to_png_bytes
+from mnistsite.clients import client_address
 from mnistsite.parsers import JSONParser
 
 from . import lifecycle, quality, shadow
@@ -63,7 +64,7 @@ def _client(request: Request) -> Client:
         if not request.session.session_key:
             request.session.save()
         session_key = request.session.session_key or ""
-    return Client(user=request.user, session_key=session_key, ip=request.META.get("REMOTE_ADDR") or None,
+    return Client(user=request.user, session_key=session_key, ip=client_address(request) or None,
                   source=Prediction.Source.SITE if from_site else Prediction.Source.API)
 
 

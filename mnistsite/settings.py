@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from mnistsite.clients import parse_trusted_proxies
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -223,6 +225,12 @@ CACHES = {
     )
 }
 
+# The proxies whose X-Forwarded-For is believed: addresses or networks, e.g. TRUSTED_PROXIES=127.0.0.1
+# behind the nginx of deploy/nginx.conf. Unset (clients connect directly): the header is ignored and
+# the client is the socket's peer. Every throttle, lockout and socket cap counts clients by this rule
+# (mnistsite.clients; docs/operations/clients-and-limits.md).
+TRUSTED_PROXIES = parse_trusted_proxies(os.environ.get("TRUSTED_PROXIES", ""))
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -232,9 +240,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PARSER_CLASSES": ["mnistsite.parsers.JSONParser"],
-    # Behind a reverse proxy (deploy/nginx.conf) set TRUSTED_PROXIES=1, so throttles see the client's
-    # address (X-Forwarded-For) and not the proxy's; direct exposure: leave it unset.
-    "NUM_PROXIES": int(os.environ["TRUSTED_PROXIES"]) if os.environ.get("TRUSTED_PROXIES") else None,
+    # Throttles count clients by mnistsite.clients (TRUSTED_PROXIES below), not by NUM_PROXIES.
     "DEFAULT_THROTTLE_CLASSES": ["mnistsite.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"predict": PREDICT_THROTTLE,
                                "token": _throttle_rate(os.environ.get("TOKEN_THROTTLE", "10/min"))},
