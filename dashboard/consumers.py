@@ -20,11 +20,25 @@ the last point of a curve is never lost. Everything else is relayed at once.
 
 Watching is public. Commands (``{"action": "cancel"}`` on a run's socket) are for staff only and go
 through the same service as the API; anyone else gets ``{"type": "error", "code": "forbidden"}``.
+
+Limits, per server process (sockets are counted where they are held): one client (``mnistsite.clients``:
+the socket's peer, or the hop a trusted proxy added; an IPv6 client by its /64) holds at most
+``DASHBOARD_MAX_SOCKETS_PER_CLIENT`` sockets, the process at most ``DASHBOARD_MAX_SOCKETS``. One more is
+accepted, told ``too_many_sockets_from_client`` or ``too_many_sockets`` and closed with code 4013 ("try
+again later"). Staff's sockets are never refused by either limit (they count in the process's total),
+so a flood of anonymous sockets cannot lock staff out of the dashboard.
+
+When the channel layer (Redis) cannot be reached, a handshake is accepted, told
+``{"type": "error", "code": "live_updates_unavailable"}`` and closed with code 4013; a socket whose layer
+fails later is closed the same way. The server logs one line (at most once a minute), not a traceback;
+sockets opened once Redis is back work again.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from time import monotonic
 from typing import Any
@@ -32,7 +46,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
+from mnistsite.clients import client_key_from_scope
 from mnistsite.errors import ApplicationError
 from training.events import ALL_RUNS_GROUP, remember_server_loop, run_group
 from training.models import TrainingRun
@@ -42,14 +58,36 @@ from . import selectors
 from .encoding import finite
 from .params import parse_run_id
 
+log = logging.getLogger(__name__)
+
 CLOSE_UNKNOWN_RUN = 4404
 CLOSE_TRY_AGAIN_LATER = 4013  # like 1013 "try again later" (servers may only send 1000 or 3000-4999)
+# What the channel layer raises when Redis is down or unreachable (TimeoutError and ConnectionError are OSErrors).
+CHANNEL_LAYER_ERRORS = (RedisError, OSError)
+LAYER_WARN_EVERY_SECONDS = 60.0
 
 
 class SocketCount:
-    """Dashboard sockets open in this process (all consumers run on the server's one event loop)."""
+    """Dashboard sockets open in this process (all consumers run on the server's one event loop): in all,
+    and per client (staff's sockets count only in the total)."""
 
     open = 0
+    by_client: Counter[str] = Counter()
+
+
+class _LayerWarning:
+    last = float("-inf")
+    since = 0  # failures since the last line
+
+
+def _warn_layer_down(exc: BaseException) -> None:
+    _LayerWarning.since += 1
+    now = monotonic()
+    if now - _LayerWarning.last >= LAYER_WARN_EVERY_SECONDS:
+        log.warning("dashboard socket closed: the channel layer is unavailable (%s: %s); %d socket(s) refused or "
+                    "closed since the last warning", type(exc).__name__, exc, _LayerWarning.since)
+        _LayerWarning.last = now
+        _LayerWarning.since = 0
 
 # What the training services publish as a run's status, and what the dashboard calls that moment.
 LIFECYCLE_EVENTS = {
@@ -149,25 +187,75 @@ class TrainingConsumer(AsyncJsonWebsocketConsumer):
 
     commands: dict[str, str] = {}  # action -> method name; staff only
     counted = False
+    client: str | None = None  # the client as counted (mnistsite.clients); None for staff (not counted per client)
+    accepted = False
+    disconnected = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except CHANNEL_LAYER_ERRORS as exc:
+            # Joining a group or waiting for events failed: Redis is down. Closed with a reason, not a 500.
+            _warn_layer_down(exc)
+            if not self.disconnected:
+                await self._close_unavailable(send)
+        finally:
+            self._uncount()
+
+    async def _close_unavailable(self, send: Any) -> None:
+        try:
+            if not self.accepted:
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": json.dumps({
+                "type": "error", "code": "live_updates_unavailable",
+                "message": "Live updates are unavailable right now; try again later."})})
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+        except Exception:  # noqa: BLE001 - the client went away meanwhile: nothing left to tell it
+            pass
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    def _uncount(self) -> None:
+        if self.counted:
+            SocketCount.open -= 1
+            if self.client is not None:
+                SocketCount.by_client[self.client] -= 1
+                if SocketCount.by_client[self.client] <= 0:
+                    del SocketCount.by_client[self.client]
+            self.counted = False
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        if SocketCount.open >= settings.DASHBOARD_MAX_SOCKETS:
-            # Refused cleanly, before joining any group: the client is told why and may retry elsewhere.
-            await self.accept()
-            await self.error("too_many_sockets", "This server holds as many dashboard sockets as it may; "
-                                                 "try again later.", limit=settings.DASHBOARD_MAX_SOCKETS)
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
-            self.groups = []
+        staff = self.staff
+        client = None if staff else client_key_from_scope(self.scope)
+        per_client = settings.DASHBOARD_MAX_SOCKETS_PER_CLIENT
+        if client is not None and per_client and SocketCount.by_client[client] >= per_client:
+            await self.refuse("too_many_sockets_from_client", "You have as many dashboard sockets open as one client "
+                              "may; close some, or try again later.", limit=per_client)
+            return
+        if not staff and SocketCount.open >= settings.DASHBOARD_MAX_SOCKETS:
+            await self.refuse("too_many_sockets", "This server holds as many dashboard sockets as it may; "
+                                                  "try again later.", limit=settings.DASHBOARD_MAX_SOCKETS)
             return
         SocketCount.open += 1
+        if client is not None:
+            SocketCount.by_client[client] += 1
+        self.client = client
         self.counted = True
         remember_server_loop(asyncio.get_running_loop())  # runs published from any thread reach this socket
         await super().websocket_connect(message)
 
+    async def refuse(self, code: str, message: str, **extra: Any) -> None:
+        """Refused cleanly, before joining any group: the client is told why and may retry later or elsewhere."""
+        self.groups = []
+        await self.accept()
+        await self.send_json({"type": "error", "code": code, "message": message, **extra})
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self.counted:
-            SocketCount.open -= 1
-            self.counted = False
+        self.disconnected = True
+        self._uncount()
         await super().websocket_disconnect(message)
 
     @property

@@ -278,6 +278,9 @@ CHANNEL_LAYERS = {
 # Dashboard sockets one server process holds at most; one more is accepted and closed at once with
 # code 4013 ("try again later") and an error message, so a client (or a balancer) goes elsewhere.
 DASHBOARD_MAX_SOCKETS = int(os.environ.get("DASHBOARD_MAX_SOCKETS", 2000))
+# ... and one client (mnistsite.clients) at most this many (0: no per-client limit). Staff's sockets are
+# refused by neither limit. Both are per server process.
+DASHBOARD_MAX_SOCKETS_PER_CLIENT = int(os.environ.get("DASHBOARD_MAX_SOCKETS_PER_CLIENT", 20))
 
 # ---------------------------------------------------------------- training runs and workers
 # Celery is used when a broker is configured (default: REDIS_URL); otherwise runs execute in a
