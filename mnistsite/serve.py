@@ -23,6 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
 BIN = Path(sys.executable).parent
 
 
@@ -57,7 +60,33 @@ def ws_command(*, host: str, port: int) -> list[str]:
             "--access-log", access_log, "mnistsite.asgi:application"]
 
 
-def command(argv: Sequence[str] | None = None) -> list[str]:
+PRODUCTION_ROLES = {"http", "ws"}
+
+
+def require_production_debug_off(entry: str) -> None:
+    """A production entry point starts only when DEBUG is explicitly off in its environment.
+
+    Left out, DEBUG defaults to on (``make run``'s one-command quick start, the tests), which would serve
+    tracebacks and settings to anyone, signed with the public development key; so ``serve http``/``ws`` and
+    ``manage.py worker`` refuse that default instead of falling back to it. With DEBUG=false the settings
+    then refuse a missing, placeholder or weak SECRET_KEY (``mnistsite.settings.secret_key_problem``).
+    """
+    value = os.environ.get("DEBUG", "").strip().lower()
+    if value in {"0", "false", "no", "off"}:
+        try:  # a missing or weak SECRET_KEY stops the start here, once, not in every server worker it spawns
+            settings.SECRET_KEY
+        except ImproperlyConfigured as exc:
+            raise SystemExit(f"{entry}: {exc}") from None
+        return
+    said = f"DEBUG={os.environ['DEBUG']!r}" if "DEBUG" in os.environ else "DEBUG is not set (on by default)"
+    raise SystemExit(
+        f"{entry} is a production entry point and needs DEBUG=false in its environment, but {said}. Set DEBUG=false "
+        "and a SECRET_KEY (docs/operations/production.md, deploy/mnistsite.env.example); for development run "
+        "`make run` (python -m mnistsite.serve site) instead."
+    )
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnistsite.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("role", choices=["site", "http", "ws"],
                         help="site: HTTP and WebSockets in one process (Granian, ASGI; `make run`); "
@@ -66,7 +95,11 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_WORKERS", 0)) or os.cpu_count() or 1,
                         help="http only: worker processes (default WEB_WORKERS, else one per core)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def command(argv: Sequence[str] | None = None) -> list[str]:
+    args = parse(argv)
     if args.role == "site":
         return site_command(host=args.host, port=args.port)
     if args.role == "http":
@@ -76,6 +109,9 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
+    role = parse(argv).role
+    if role in PRODUCTION_ROLES:
+        require_production_debug_off(f"python -m mnistsite.serve {role}")
     argv_out = command(argv)
     os.execv(argv_out[0], argv_out)
 

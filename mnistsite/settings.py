@@ -35,17 +35,58 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+# On by default for the one-command run (`make run`) and the tests; the production entry points
+# (`python -m mnistsite.serve http|ws`, `manage.py worker`) refuse to start unless DEBUG=false is set
+# (mnistsite.serve.require_production_debug_off). docs/operations/production.md lists what to set.
 DEBUG = env_bool("DEBUG", True)
+# Development only: a fixed, clearly-marked key so sessions survive restarts. Never accepted with DEBUG off,
+# nor is the placeholder of deploy/mnistsite.env.example.
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+KNOWN_BAD_SECRET_KEYS = frozenset({DEVELOPMENT_SECRET_KEY, "change-me-to-a-long-random-string"})
+SECRET_KEY_MIN_LENGTH = 32
+SECRET_KEY_MIN_DISTINCT = 10
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why ``key`` must not sign a production site's sessions and tokens, or None."""
+    if not key:
+        return "must be set when DEBUG is off"
+    if key in KNOWN_BAD_SECRET_KEYS or "change-me" in key.lower() or key.startswith("django-insecure-"):
+        return "is a published placeholder or development key"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_DISTINCT:
+        return (f"is too weak: use at least {SECRET_KEY_MIN_LENGTH} characters, {SECRET_KEY_MIN_DISTINCT} of them "
+                "different")
+    return None
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    # Development only: a fixed, clearly-marked key so sessions survive restarts.
-    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+if not DEBUG:
+    _problem = secret_key_problem(SECRET_KEY)
+    if _problem:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY {_problem}; generate one with: python -c "
+            "\"import secrets; print(secrets.token_urlsafe(50))\"")
+elif not SECRET_KEY:
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-if env_bool("BEHIND_TLS_PROXY", False):  # the proxy terminates TLS and says so in X-Forwarded-Proto
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if BEHIND_TLS_PROXY:  # the proxy terminates TLS and says so in X-Forwarded-Proto: the site is HTTPS only
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # A request the proxy got over plain HTTP is redirected to HTTPS (paths in SECURE_REDIRECT_EXEMPT, regular
+    # expressions without the leading slash, are not: e.g. a probe that talks to the server directly).
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = env_list("SECURE_REDIRECT_EXEMPT", [])
+    # HSTS: browsers use HTTPS only, for this long (seconds; start lower, e.g. 3600, while trying TLS out).
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31_536_000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is the operator's decision (it lets anyone submit the domain to the browsers' lists).
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS.append("security.W021")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -257,6 +298,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served by the site, no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two models have a "status" with choices of their own: each enum gets its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ModelVersionStatusEnum": "classifier.models.ModelVersion.Status",
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
+    },
 }
 
 # Across processes (workers publishing training progress to web processes) the channel layer is Redis;

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mnistsite.serve import require_production_debug_off
+
 
 class Command(BaseCommand):
     help = (
@@ -28,6 +30,10 @@ class Command(BaseCommand):
         if not settings.CELERY_BROKER_URL:
             raise CommandError("No broker configured: set REDIS_URL (or CELERY_BROKER_URL). Without one, runs execute "
                                "in a background thread of the web server and no worker is needed.")
+        try:
+            require_production_debug_off("manage.py worker")
+        except SystemExit as exc:
+            raise CommandError(str(exc)) from None
         queues = opts["queues"] or settings.TRAINING_QUEUE
         if opts["gpu"]:
             queues += f",{settings.TRAINING_GPU_QUEUE}"
