@@ -218,7 +218,20 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]  # the site's own CSS, favicon and API script
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
-SERVE_MEDIA = env_bool("SERVE_MEDIA", DEBUG)
+# Media are private (drawings, checkpoints): MEDIA_URL is answered by mnistsite.media, to staff only, in
+# every layout. With nginx in front set MEDIA_ACCEL_REDIRECT to its `internal` location (deploy/nginx.conf,
+# e.g. /internal-media/): the site then answers X-Accel-Redirect and nginx sends the file from MEDIA_ROOT.
+# Empty (the default): the site streams the file from storage itself.
+MEDIA_ACCEL_REDIRECT = os.environ.get("MEDIA_ACCEL_REDIRECT", "").strip()
+if MEDIA_ACCEL_REDIRECT and not (MEDIA_ACCEL_REDIRECT.startswith("/") and MEDIA_ACCEL_REDIRECT.endswith("/")):
+    raise ImproperlyConfigured(f"MEDIA_ACCEL_REDIRECT must start and end with '/', e.g. /internal-media/, "
+                               f"got {MEDIA_ACCEL_REDIRECT!r}")
+if MEDIA_ACCEL_REDIRECT and MEDIA_STORAGE != "local":
+    raise ImproperlyConfigured("MEDIA_ACCEL_REDIRECT has nginx send files from MEDIA_ROOT's disk; with "
+                               f"MEDIA_STORAGE={MEDIA_STORAGE} leave it unset (the site streams from the bucket)")
+if "SERVE_MEDIA" in os.environ:
+    raise ImproperlyConfigured("SERVE_MEDIA is gone: media are served to staff only, by the site, in every layout "
+                               "(MEDIA_ACCEL_REDIRECT hands the sending to nginx; docs/operations/production.md)")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

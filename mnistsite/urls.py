@@ -2,10 +2,10 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mnistsite import accounts
+from mnistsite.media import media_file
 
 urlpatterns = [
     # The audit log's admin list moved with its model from the training app to the registry.
@@ -24,9 +24,9 @@ urlpatterns = [
     path("", include("classifier.page_urls")),
 ]
 
-if settings.SERVE_MEDIA:
-    # Drawings and checkpoints in the single-process default run; production serves MEDIA_ROOT elsewhere.
-    urlpatterns.append(path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}))
+# Drawings and checkpoints are private: staff only, in every layout (mnistsite.media; behind nginx the file
+# itself is sent by nginx's internal location, MEDIA_ACCEL_REDIRECT).
+urlpatterns.append(path(f"{settings.MEDIA_URL.strip('/')}/<path:name>", media_file, name="media-file"))
 
 # Under /api/, even a URL nobody answers and an unexpected failure get the one JSON error shape.
 handler404 = "mnistsite.errors.page_not_found"
