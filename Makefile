@@ -18,7 +18,9 @@ BEAT_SCHEDULE ?= media/celerybeat-schedule
 $(BIN)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.txt
+	@echo "Installing requirements.txt into $(VENV): PyTorch (CPU), Django, Channels, Celery and the rest,"
+	@echo "several hundred MB; about a minute on a fast connection, once (again only when requirements.txt changes)."
+	$(BIN)/pip install --progress-bar on -r requirements.txt
 	touch $@
 
 setup: $(BIN)/.installed

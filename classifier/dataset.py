@@ -13,9 +13,12 @@ so it has no place in a digit dataset). ``engine.data.load_idx_dataset("drawings
 
 Import reads the same format and creates one labelled prediction per row: the original drawing (or, if
 the row names none, a PNG of the 28x28 input), the input itself, the answer of the model serving now,
-source "import", and a staff label by the importing user. A row whose 28x28 input is pixel for pixel
-that of a drawing already labelled here (same sha256), or of an earlier row of the same file, is
-skipped as a duplicate; one whose label differs from the one here is counted as a conflict too.
+source "import", and a staff label by the importing user. Duplicates are counted as a multiset of 28x28
+inputs (sha256 of the pixels): a row is skipped when the site already holds as many labelled drawings
+with that input as the rows before it and itself in the file that have it. So every row of an export
+is imported into an empty site (two drawings with pixel-identical inputs are still two drawings), and
+importing the same file again imports nothing; a skipped row whose label none of the drawings here
+with that input has is counted as a conflict too.
 """
 from __future__ import annotations
 
@@ -321,21 +324,22 @@ def _import(data: _Dataset, *, by: AbstractBaseUser) -> ImportSummary:
     summary = ImportSummary(rows=len(data.labels))
     pixels = [image.numpy().tobytes() for image in data.images]
     digests = [hashlib.sha256(raw).hexdigest() for raw in pixels]
-    here: dict[str, int | None] = {}
-    for i in range(0, len(digests), 1000):
-        existing = Prediction.objects.decided().filter(input_sha256__in=digests[i:i + 1000])
-        for digest, label, pk in existing.values_list("input_sha256", "label", "id"):
-            here.setdefault(digest, label)
+    here: dict[str, list[int | None]] = {}  # input digest -> the labels of the drawings here with that input
+    unique = sorted(set(digests))
+    for i in range(0, len(unique), 1000):
+        existing = Prediction.objects.decided().filter(input_sha256__in=unique[i:i + 1000])
+        for digest, label in existing.values_list("input_sha256", "label"):
+            here.setdefault(digest, []).append(label)
     labels = data.labels.tolist()
     new: list[int] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # input digest -> rows of this file with that input so far
     for index, (digest, label) in enumerate(zip(digests, labels)):
-        if digest in here or digest in seen:
+        seen[digest] = seen.get(digest, 0) + 1
+        if seen[digest] <= len(here.get(digest, ())):  # this row's drawing is (already) here
             summary.duplicates += 1
-            if digest in here and here[digest] != label:
-                summary.conflicts.append({"index": index, "label": label, "here": here[digest]})
+            if label not in here[digest]:
+                summary.conflicts.append({"index": index, "label": label, "here": here[digest][0]})
             continue
-        seen.add(digest)
         new.append(index)
     if not new:
         return summary

@@ -8,11 +8,14 @@ its confusion matrix is the site's one table (``classifier.templatetags.confusio
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponseRedirect
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.templatetags.static import static
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -26,6 +29,21 @@ GALLERY_SIZE = 24
 QUALITY_DAYS = quality.QUALITY_DAYS  # the quality-over-time charts cover this many days at most
 
 
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The site's staff pages: a visitor not signed in goes to the site's own login (LOGIN_URL) and comes back
+    (``?next=``); a signed-in account that is not staff gets 403 (the login would only send it back here)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+        if not (request.user.is_active and request.user.is_staff):
+            raise PermissionDenied("This page is for staff.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 @method_decorator(ensure_csrf_cookie, name="dispatch")
 class DrawView(TemplateView):
     """Draw a digit and watch the model read it (the API calls need the CSRF cookie)."""
@@ -36,7 +54,7 @@ class DrawView(TemplateView):
         return super().get_context_data(digits=DIGITS, **kwargs)
 
 
-@method_decorator(staff_member_required, name="dispatch")
+@method_decorator(staff_required, name="dispatch")
 class StatsPageView(TemplateView):
     """How the models do on the drawings people labelled."""
 

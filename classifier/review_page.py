@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
+from .pages import staff_required
 from .review import review_counts
 
 DIGITS = range(10)
 
 
-@method_decorator([staff_member_required, ensure_csrf_cookie], name="dispatch")
+@method_decorator([staff_required, ensure_csrf_cookie], name="dispatch")
 class ReviewPageView(TemplateView):
     template_name = "classifier/review.html"
 

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from engine.preprocessing import to_png_bytes
 from mnistsite.clients import client_address
+from mnistsite.errors import ApplicationError
 from mnistsite.parsers import JSONParser
 
 from . import lifecycle, quality, shadow
@@ -186,7 +187,13 @@ class IsPredictionClientOrStaff(permissions.BasePermission):
     message = "Only the client that made this prediction (or staff) may label it."
 
     def has_object_permission(self, request: Request, view: Any, obj: Prediction) -> bool:
-        return label_access(request, obj) is not None
+        if label_access(request, obj) is not None:
+            return True
+        if isinstance(request.data, dict) and request.data.get("label_key") is not None:
+            # A key was sent, so "no credentials" (401) would mislead: it is the key that is wrong.
+            raise ApplicationError("label_key_mismatch", "This label key does not match this prediction: use the "
+                                   "label_key from the answer that made it.", status=403)
+        return False
 
 
 class PredictionLabelView(APIView):

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -88,6 +89,13 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse(error_body("not_found", "Not found.", {"path": request.path}), status=404)
     return defaults.page_not_found(request, exception)
+
+
+@csrf_exempt
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """The last URL pattern under /api/: a path no endpoint answers gets the error shape, whatever the method,
+    even with DEBUG on (Django then answers an unmatched URL with its debug page, not ``handler404``)."""
+    return JsonResponse(error_body("not_found", "Not found.", {"path": request.path}), status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -1,10 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from mnistsite import accounts
+from mnistsite import accounts, errors
 from mnistsite.media import media_file
 
 urlpatterns = [
@@ -22,6 +22,9 @@ urlpatterns = [
     path("api/", include("training.api_urls")),
     path("dashboard/", include("dashboard.urls")),
     path("", include("classifier.page_urls")),
+    # Last: any other path under /api/ ending in "/" answers the JSON error shape, DEBUG or not (without the
+    # slash, APPEND_SLASH first redirects to it, as for every endpoint).
+    re_path(r"^api/(?:.*/)?$", errors.api_not_found, name="api-not-found"),
 ]
 
 # Drawings and checkpoints are private: staff only, in every layout (mnistsite.media; behind nginx the file

@@ -141,7 +141,7 @@ def import_messages(summary: ImportSummary) -> list[tuple[int, str]]:
     """What an import did, as (level, text) for the admin's messages."""
     found = [(messages.SUCCESS, f"{summary.rows} drawings read: {summary.created} imported, "
                                 f"{summary.duplicates} skipped as duplicates "
-                                "(the same pixels as a drawing labelled here or an earlier row).")]
+                                "(already here: for each, a labelled drawing here with the same pixels).")]
     conflicts = len(summary.conflicts)
     if conflicts:
         rows = ", ".join(str(c["index"]) for c in summary.conflicts[:20])

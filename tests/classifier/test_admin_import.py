@@ -101,8 +101,8 @@ def test_export_delete_import_through_the_admin_gives_the_same_drawings(admin_cl
     response = admin_client.post(IMPORT, {"dataset": upload(exported)}, follow=True)
 
     assert response.redirect_chain == [(CHANGELIST, 302)]
-    assert texts(response) == ["3 drawings read: 3 imported, 0 skipped as duplicates (the same pixels as a "
-                               "drawing labelled here or an earlier row)."]
+    assert texts(response) == ["3 drawings read: 3 imported, 0 skipped as duplicates (already here: for each, a "
+                               "labelled drawing here with the same pixels)."]
     assert snapshot() == before  # same count, pixels, labels and original images
     imported = Prediction.objects.all()
     assert {p.source for p in imported} == {"import"}
@@ -112,8 +112,8 @@ def test_export_delete_import_through_the_admin_gives_the_same_drawings(admin_cl
     Prediction.objects.filter(label=6).update(label=0)
     response = admin_client.post(IMPORT, {"dataset": upload(exported)}, follow=True)
     assert texts(response) == [
-        "3 drawings read: 0 imported, 3 skipped as duplicates (the same pixels as a drawing labelled here or an "
-        "earlier row).",
+        "3 drawings read: 0 imported, 3 skipped as duplicates (already here: for each, a labelled drawing here "
+        "with the same pixels).",
         "1 of the duplicates is labelled otherwise here; the label here was kept (manifest rows 2).",
     ]
     assert Prediction.objects.count() == 3

@@ -128,21 +128,20 @@ def test_draw_page_shows_who_is_signed_in(client, staff_user):
 # ---- the statistics page ----
 
 
-def test_stats_redirects_anonymous_users_to_the_admin_login(client):
+def test_stats_redirects_anonymous_users_to_the_sites_login(client):
     response = client.get(reverse("pages:stats"))
 
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response["Location"].startswith(reverse("account-login"))
     assert "next=/stats/" in response["Location"]
 
 
-def test_stats_redirects_users_who_are_not_staff(client, user):
+def test_stats_refuses_users_who_are_not_staff(client, user):
     client.force_login(user)
 
     response = client.get(reverse("pages:stats"))
 
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
+    assert response.status_code == 403
 
 
 def test_stats_with_no_predictions(client, staff_user):

@@ -164,7 +164,7 @@ def test_a_staff_session_needs_the_csrf_token(staff_user, queue):
 def test_the_page_is_for_staff_and_linked_for_them(client, staff_user, user, queue):
     assert client.get("/review/").status_code == 302  # to the login page
     client.force_login(user)
-    assert client.get("/review/").status_code == 302
+    assert client.get("/review/").status_code == 403
     assert 'href="/review/"' not in client.get("/").content.decode()
     client.force_login(staff_user)
     response = client.get("/review/")

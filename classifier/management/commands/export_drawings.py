@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from classifier.dataset import PARTS, export_queryset, export_zip_file
+from engine.data import load_idx_dataset
 
 
 def _date(value: str) -> datetime.datetime:
@@ -50,4 +51,6 @@ class Command(BaseCommand):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.stdout.write(f"wrote {out} ({out.stat().st_size:,} bytes)")
+        drawings = len(load_idx_dataset(out).labels)  # counted in what was written
+        self.stdout.write(f"{drawings:,} drawing{'' if drawings == 1 else 's'} "
+                          f"({out.stat().st_size / 1e6:.1f} MB) written to {out}")

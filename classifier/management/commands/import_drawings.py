@@ -14,7 +14,9 @@ from mnistsite.errors import ApplicationError
 
 class Command(BaseCommand):
     help = ("Import a dataset zip in the export format as labelled drawings, labelled by a staff user. "
-            "Rows whose 28x28 input is already a labelled drawing here (same pixels) are skipped.")
+            "A row is skipped as a duplicate when its drawing is already here: the site holds as many labelled "
+            "drawings with that 28x28 input (same pixels) as the file has up to that row. Every row of an export "
+            "is imported into an empty site; importing the same file again imports nothing.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source", help="the zip file (as written by export_drawings or the admin)")
