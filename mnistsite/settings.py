@@ -480,4 +480,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Django's own console handler on "django" (DEBUG only) would print each of its records a second time
+    # next to the root's: "django" (django.request's 4xx/5xx, ...) only propagates to the root.
+    "loggers": {"django": {"handlers": [], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": True}},
 }
