@@ -29,10 +29,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mnistsite.errors import ApplicationError
+from mnistsite.lockout import LOCKED_OUT, lockout_message, lockout_seconds
 from mnistsite.serializers import StrictSerializer
 from mnistsite.throttling import FailOpenScopedRateThrottle
 
-# Guesses at passwords per client address; a "token" entry in DEFAULT_THROTTLE_RATES overrides it.
+# Requests per client (mnistsite.clients); a "token" entry in DEFAULT_THROTTLE_RATES overrides it. Failed
+# passwords are also locked out per account and client (mnistsite.lockout), as on the login pages.
 TOKEN_THROTTLE = "10/min"
 SHOWN_PREFIX = 4  # characters of a stored key shown on the page, enough to tell two keys apart
 
@@ -92,7 +94,10 @@ class TokenObtainView(APIView):
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = authenticate(request._request, **serializer.validated_data)
+        # Through authenticate(request=...), as the login pages, so the lockout counts and refuses these too.
+        user = authenticate(request=request._request, **serializer.validated_data)
+        if getattr(request._request, "axes_locked_out", False):
+            raise ApplicationError(LOCKED_OUT, lockout_message(), {"retry_after_s": lockout_seconds()}, status=429)
         if user is None:
             raise ApplicationError("invalid_credentials", "Unable to sign in with that username and password.")
         token = token_issue(user=user)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -103,6 +104,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",  # login lockouts (mnistsite.lockout)
     "classifier",
     "training",
     "dashboard",
@@ -117,6 +119,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # a locked-out sign-in answered 429 (mnistsite.lockout); last, as axes asks
 ]
 
 ROOT_URLCONF = "mnistsite.urls"
@@ -284,6 +287,28 @@ CACHES = {
 # the client is the socket's peer. Every throttle, lockout and socket cap counts clients by this rule
 # (mnistsite.clients; docs/operations/clients-and-limits.md).
 TRUSTED_PROXIES = parse_trusted_proxies(os.environ.get("TRUSTED_PROXIES", ""))
+
+# Sign-in lockouts (django-axes; mnistsite.lockout): failures are counted per username and client, per
+# username and per client, each with its limit (0 turns the per-client one off); a lock lasts
+# LOGIN_LOCKOUT_MINUTES and is refused before any password is hashed. Staff unlock: `manage.py axes_reset`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env_bool("LOGIN_LOCKOUT_ENABLED", True)
+LOGIN_LOCKOUT_FAILURES = int(os.environ.get("LOGIN_LOCKOUT_FAILURES", 5))
+LOGIN_LOCKOUT_FAILURES_PER_USERNAME = int(os.environ.get("LOGIN_LOCKOUT_FAILURES_PER_USERNAME", 20))
+LOGIN_LOCKOUT_FAILURES_PER_CLIENT = int(os.environ.get("LOGIN_LOCKOUT_FAILURES_PER_CLIENT", 50))
+LOGIN_LOCKOUT_MINUTES = float(os.environ.get("LOGIN_LOCKOUT_MINUTES", 15))
+if LOGIN_LOCKOUT_FAILURES < 1 or LOGIN_LOCKOUT_FAILURES_PER_USERNAME < 1 or LOGIN_LOCKOUT_MINUTES <= 0:
+    raise ImproperlyConfigured("LOGIN_LOCKOUT_FAILURES and LOGIN_LOCKOUT_FAILURES_PER_USERNAME must be at least 1 "
+                               "and LOGIN_LOCKOUT_MINUTES above 0 (set LOGIN_LOCKOUT_ENABLED=false to turn lockouts off)")
+AXES_HANDLER = "mnistsite.lockout.LockoutHandler"
+AXES_FAILURE_LIMIT = LOGIN_LOCKOUT_FAILURES
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username"] + (
+    ["ip_address"] if LOGIN_LOCKOUT_FAILURES_PER_CLIENT else [])
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lock ends LOGIN_LOCKOUT_MINUTES after it began
+AXES_CLIENT_IP_CALLABLE = "mnistsite.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "mnistsite.lockout.lockout_response"
+AXES_VERBOSE = False  # a line per failure is enough (axes' own warnings); no banner at start
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

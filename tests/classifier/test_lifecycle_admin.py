@@ -95,8 +95,7 @@ def test_upload_page_registers_a_valid_checkpoint_and_refuses_garbage(admin_clie
 
 
 def test_non_staff_cannot_use_lifecycle_pages(client, django_user_model):
-    django_user_model.objects.create_user(username="bob", password="pw-bob-12345")
-    client.login(username="bob", password="pw-bob-12345")
+    client.force_login(django_user_model.objects.create_user(username="bob", password="pw-bob-12345"))
     cnn = ModelVersion.objects.get(name="cnn")
     for url in (reverse("admin:classifier_modelversion_upload"), reverse("admin:classifier_modelversion_rollback"),
                 reverse("admin:classifier_modelversion_activate", args=[cnn.pk]),
