@@ -162,7 +162,7 @@ class Site:
             TRAINING_EXECUTOR="celery",
             # this site's own queue: another worker on a shared Redis never takes these runs
             TRAINING_QUEUE=f"training-lfc-{secrets.token_hex(4)}",
-            LABELS_VISITOR_AGREEMENT="none",  # a user's correction trains at once (the default)
+            LABELS_TRAIN_TRUST="visitor",  # a user's correction trains at once (docs/trust.md)
             DJANGO_SUPERUSER_PASSWORD=password,
         )
         if self.args.torch_threads:

@@ -5,8 +5,10 @@ training part or to the *field set*, decided once and for all by a hash of its i
 ``TRAINING_FIELD_SET_PERCENT`` percent are field-set drawings. Training never sees them; every new
 version is evaluated on them, next to the MNIST test set.
 
-"Labelled" means the prediction's effective label (``classifier.labels``): staff's label when staff gave
-one, a visitor's only as ``LABELS_VISITOR_AGREEMENT`` allows; a drawing marked "not a digit" is never used.
+"Labelled" means the prediction's effective label (``classifier.labels``), and only one trusted enough:
+the training part holds labels at least ``LABELS_TRAIN_TRUST`` (default: trusted sources only), the field
+set labels at least ``LABELS_EVIDENCE_TRUST`` (default: trusted sources only), so what a visitor says
+neither trains nor judges a version until staff confirm it. A drawing marked "not a digit" is never used.
 """
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ def labelled_drawings(*, part: str) -> Drawings:
     ids: list[int] = []
     labels: list[int] = []
     pixels: list[bytes] = []
-    usable = Prediction.objects.labelled().filter(not_a_digit=False)  # "not a digit" never trains
+    trusted = Prediction.objects.for_evidence() if want_field else Prediction.objects.for_training()
+    usable = trusted.filter(not_a_digit=False)  # "not a digit" never trains
     rows = usable.order_by("id").values_list("id", "label", "input_pixels")
     for pk, label, raw in rows.iterator(chunk_size=2000):
         if in_field_set(pk) != want_field or raw is None:

@@ -95,9 +95,23 @@ class ModelVersion(models.Model):
 
 class PredictionQuerySet(models.QuerySet):
     def labelled(self) -> "PredictionQuerySet":
-        """Drawings with an effective digit label (what trains and what the statistics count); a drawing
-        marked "not a digit" has none."""
+        """Drawings with an effective digit label (what the statistics count, whoever gave it); a drawing
+        marked "not a digit" has none. What trains and what judges a version is narrower: ``trusted_as``."""
         return self.filter(label__isnull=False)
+
+    def trusted_as(self, minimum: str) -> "PredictionQuerySet":
+        """Labelled drawings whose effective label is at least this trusted ("trusted", "agreed" or
+        "visitor": see ``Prediction.Trust``)."""
+        return self.labelled().filter(label_trust__in=Prediction.Trust.at_least(minimum))
+
+    def for_training(self) -> "PredictionQuerySet":
+        """Labelled drawings trusted enough to train (``LABELS_TRAIN_TRUST``)."""
+        return self.trusted_as(settings.LABELS_TRAIN_TRUST)
+
+    def for_evidence(self) -> "PredictionQuerySet":
+        """Labelled drawings trusted enough to judge a version: the field set, shadow traffic
+        (``LABELS_EVIDENCE_TRUST``)."""
+        return self.trusted_as(settings.LABELS_EVIDENCE_TRUST)
 
     def decided(self) -> "PredictionQuerySet":
         """Drawings whose fate is known: an effective digit label, or marked "not a digit"."""
@@ -111,6 +125,22 @@ class PredictionQuerySet(models.QuerySet):
 
 
 class Prediction(models.Model):
+    class Trust(models.TextChoices):
+        """How far the effective label can be trusted (``classifier.labels``), most trusted first."""
+
+        TRUSTED = "trusted", "trusted (staff, review queue, trusted account)"
+        AGREED = "agreed", "agreed by distinct clients"
+        VISITOR = "visitor", "a visitor's word"
+        NONE = "", "no label"
+
+        @classmethod
+        def at_least(cls, minimum: str) -> list[str]:
+            """The levels at least as trusted as ``minimum``: "agreed" -> ["trusted", "agreed"]."""
+            order = [cls.TRUSTED.value, cls.AGREED.value, cls.VISITOR.value]
+            if minimum not in order:
+                raise ValueError(f"a trust level is one of {order}, not {minimum!r}")
+            return order[: order.index(minimum) + 1]
+
     class Source(models.TextChoices):
         SITE = "site", "site"
         API = "api", "API"
@@ -132,8 +162,9 @@ class Prediction(models.Model):
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    # The effective label, derived from the drawing's Label rows by classifier.labels (staff over visitors,
-    # the LABELS_VISITOR_AGREEMENT setting): what trains, what the statistics count.
+    # The effective label, derived from the drawing's Label rows by classifier.labels (trusted over
+    # visitors), and how far it is trusted: LABELS_TRAIN_TRUST / LABELS_EVIDENCE_TRUST say what trains and
+    # what judges a version; the statistics count every effective label.
     label = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True, help_text="The correct digit, as told by a person.")
     not_a_digit = models.BooleanField(default=False, help_text="A person said this is not a digit: it never trains.")
     label_by_staff = models.BooleanField(default=False, help_text="The effective label (or 'not a digit') is staff's.")
@@ -141,6 +172,11 @@ class Prediction(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     labelled_at = models.DateTimeField(null=True, blank=True)
+    label_trust = models.CharField(
+        max_length=7, choices=Trust.choices, default=Trust.NONE, blank=True, db_index=True,
+        help_text="How far the effective label is trusted: a trusted source's, agreed by distinct clients, "
+                  "or one visitor's word.",
+    )
     label_key_digest = models.CharField(
         max_length=64, blank=True,
         help_text="sha256 of the secret given once in the predict reply; whoever holds it may label this prediction.",
@@ -174,7 +210,9 @@ class Label(models.Model):
 
     A drawing may collect several (its client, other visitors, staff); ``classifier.labels`` derives the
     prediction's effective label from them. ``giver`` tells visitors apart when their labels are compared
-    ("user:<id>", "session:<key>" or "key:<prediction id>" for the holder of the prediction's label key).
+    ("user:<id>", "session:<key>" or "key:<prediction id>" for the holder of the prediction's label key),
+    ``client`` is the network the label came from (an IPv4 address, an IPv6 /64), ``trusted`` whether the
+    source is trusted (staff, or an account holding the ``classifier.trusted_labeller`` permission).
     """
 
     class Via(models.TextChoices):
@@ -195,10 +233,15 @@ class Label(models.Model):
     by_staff = models.BooleanField(default=False, db_index=True)
     giver = models.CharField(max_length=64, blank=True, help_text="Who, to tell visitors apart.")
     via = models.CharField(max_length=10, choices=Via.choices)
+    client = models.CharField(max_length=64, blank=True, db_index=True,
+                              help_text="The network it came from: the IPv4 address, or the IPv6 /64.")
+    trusted = models.BooleanField(default=False, db_index=True,
+                                  help_text="Given by staff or an account staff trust (classifier.trusted_labeller).")
     at = models.DateTimeField(db_index=True)
 
     class Meta:
         ordering = ["-at", "-id"]
+        permissions = [("trusted_labeller", "Labels are trusted: they train and judge versions at once")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(not_a_digit=True, digit__isnull=True) | Q(not_a_digit=False, digit__gte=0, digit__lte=9),
@@ -208,7 +251,8 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         what = "not a digit" if self.not_a_digit else str(self.digit)
-        return f"{what} for prediction {self.prediction_id} ({'staff' if self.by_staff else 'visitor'})"
+        who = "staff" if self.by_staff else "trusted" if self.trusted else "visitor"
+        return f"{what} for prediction {self.prediction_id} ({who})"
 
     @property
     def value(self) -> int | str:

@@ -1,16 +1,18 @@
-"""The review queue: drawings that still want a staff label, the most valuable label first.
+"""The review queue: drawings whose label is not trusted yet, the most valuable label first.
 
-What is in it: every drawing without a staff decision whose effective label is missing (never
-labelled, or a visitor's label that does not count yet under ``LABELS_VISITOR_AGREEMENT``), or rests
-on a visitor who disagreed with the model's answer. A drawing leaves it when staff label it (a digit
-or "not a digit").
+What is in it: every drawing whose effective label is not a trusted source's (``classifier.labels``):
+never labelled, or labelled by visitors only ("visitor" or "agreed"). A visitor's label is the
+drawing's *suggestion*: staff confirm it (its digit key, or Enter) or correct it with one key, and
+either makes the label trusted, so that it trains and judges versions (``LABELS_TRAIN_TRUST``,
+``LABELS_EVIDENCE_TRUST``). A drawing leaves the queue when a trusted source labels it (a digit or
+"not a digit").
 
 The order, by what is stored: first the drawings a visitor disagreed on (their label differs from the
-model's answer, or they said "not a digit"), then by the stored calibrated confidence, lowest first.
-Then, for the ``REVIEW_OPINION_WINDOW`` drawings at the head (default 32), the active version and the
-newest fresh candidate (a candidate version neither shipped nor ever active) are asked for their
-answers in one batch, in memory (nothing is written), and the drawings they disagree on move up
-behind the disputed ones. Each answer shown carries those opinions.
+model's answer, or they said "not a digit"), then those with a visitor's label, then by the stored
+calibrated confidence, lowest first. Then, for the ``REVIEW_OPINION_WINDOW`` drawings at the head
+(default 32), the active version and the newest fresh candidate (a candidate version neither shipped
+nor ever active) are asked for their answers in one batch, in memory (nothing is written), and the
+drawings they disagree on move up behind the disputed ones. Each answer shown carries those opinions.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 
 from mnistsite.errors import ApplicationError
 
@@ -39,24 +41,27 @@ MAX_ITEMS = 10
 def review_queryset() -> QuerySet[Prediction]:
     """The queue, in its stored order (see the module docstring)."""
     visitor_disagrees = Exists(
-        Label.objects.filter(prediction=OuterRef("pk"), by_staff=False).exclude(digit=OuterRef("digit"))
+        Label.objects.filter(prediction=OuterRef("pk"), by_staff=False, trusted=False).exclude(digit=OuterRef("digit"))
     )
+    suggested = Q(label__isnull=False) | Q(not_a_digit=True)
     return (
-        Prediction.objects.filter(label_by_staff=False)
-        .annotate(visitor_disagrees=visitor_disagrees)
-        .filter(Q(label__isnull=True, not_a_digit=False) | Q(visitor_disagrees=True))
-        .order_by("-visitor_disagrees", "confidence", "-created_at", "-id")
+        Prediction.objects.exclude(label_trust=Prediction.Trust.TRUSTED)
+        .annotate(visitor_disagrees=visitor_disagrees,
+                  suggested=ExpressionWrapper(suggested, output_field=BooleanField()))
+        .order_by("-visitor_disagrees", "-suggested", "confidence", "-created_at", "-id")
     )
 
 
 def review_counts() -> dict[str, int]:
-    """What is left, and of it: disputed by a visitor, and answered with low confidence."""
+    """What is left, and of it: disputed by a visitor, waiting with a visitor's label, and answered with
+    low confidence; and how many drawings have a trusted label."""
     queue = review_queryset()
     return {
         "left": queue.count(),
         "disputed": queue.filter(visitor_disagrees=True).count(),
+        "suggested": queue.filter(Q(label__isnull=False) | Q(not_a_digit=True)).count(),
         "unsure": queue.filter(confidence__lt=LOW_CONFIDENCE).count(),
-        "reviewed": Prediction.objects.filter(label_by_staff=True).count(),
+        "reviewed": Prediction.objects.filter(label_trust=Prediction.Trust.TRUSTED).count(),
     }
 
 
@@ -123,10 +128,10 @@ def review_next(*, skip: Iterable[int] = (), count: int = 3, window: int | None 
         queue = queue.exclude(pk__in=skip)
     head = list(queue[: max(window, count)])
     opinions = opinions_for(head[:window]) if window > 0 else Opinions()
-    head.sort(key=lambda p: (not p.visitor_disagrees, not opinions.disagree(p.pk), p.confidence))
+    head.sort(key=lambda p: (not p.visitor_disagrees, not opinions.disagree(p.pk), not p.suggested, p.confidence))
     chosen = head[:count]
     visitor_labels: dict[int, list[Label]] = {}
-    for label in Label.objects.filter(prediction__in=chosen, by_staff=False).order_by("at", "id"):
+    for label in Label.objects.filter(prediction__in=chosen, by_staff=False, trusted=False).order_by("at", "id"):
         visitor_labels.setdefault(label.prediction_id, []).append(label)
     return {
         "items": [_item(p, opinions, visitor_labels.get(p.pk, [])) for p in chosen],
@@ -160,7 +165,11 @@ def _item(p: Prediction, opinions: Opinions, labels: list[Label]) -> dict[str, A
         "source": p.source,
         "created_at": p.created_at.isoformat(),
         "label": p.label,
-        "visitor_labels": [{"label": label.value, "via": label.via, "at": label.at.isoformat()} for label in labels],
+        # The visitors' effective label, which Enter confirms: a digit, "x", or None.
+        "suggestion": "x" if p.not_a_digit else p.label,
+        "trust": p.label_trust,
+        "visitor_labels": [{"label": label.value, "via": label.via, "client": label.client,
+                            "at": label.at.isoformat()} for label in labels],
         "opinions": opinions.answers.get(p.pk, {}),
         "reasons": reasons,
     }

@@ -20,5 +20,5 @@ class ReviewPageView(TemplateView):
     template_name = "classifier/review.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return super().get_context_data(digits=DIGITS, counts=review_counts(), 
-                                        agreement=settings.LABELS_VISITOR_AGREEMENT, **kwargs)
+        return super().get_context_data(digits=DIGITS, counts=review_counts(),
+                                        train_trust=settings.LABELS_TRAIN_TRUST, **kwargs)

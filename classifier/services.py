@@ -230,9 +230,11 @@ def prediction_label(
     by: AbstractBaseUser | AnonymousUser | None,
     via: str = Label.Via.ACCOUNT,
     giver: str = "",
+    client_ip: str | None = None,
 ) -> Prediction:
-    """Record a person's digit for a prediction (``classifier.labels``: staff's label overrides visitors',
-    visitors' labels count as LABELS_VISITOR_AGREEMENT says); the prediction with its effective label."""
+    """Record a person's digit for a prediction, given from ``client_ip`` (``classifier.labels``: a trusted
+    source's label overrides visitors'; a visitor's label is recorded and shown, and trains only as
+    LABELS_TRAIN_TRUST allows); the prediction with its effective label and its trust."""
     label_record(prediction=prediction, value=label_value(label, allow_not_a_digit=False), by=by, via=via,
-                 giver=giver)
+                 giver=giver, client_ip=client_ip)
     return prediction

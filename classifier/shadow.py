@@ -27,7 +27,8 @@ same torch thread count as requests (``INFERENCE_THREADS``) and a lower CPU prio
 and a candidate answers only drawings made since it entered shadow.
 
 ``shadow_report`` compares a candidate with the version that answered the users: how often they
-agree, and on the drawings labelled since (the effective label, ``classifier.labels``) both accuracies
+agree, and on the drawings labelled since (the effective label, ``classifier.labels``, when trusted
+enough to be evidence: ``LABELS_EVIDENCE_TRUST``, by default a trusted source's) both accuracies
 with the discordant counts of the paired test. A candidate is trained before it enters shadow, so
 these drawings are new to it. ``shadow_evidence`` is the same comparison as an evidence set for the
 promotion gate, and ``shadow_gate`` runs the gate on a registered candidate with it: when
@@ -555,9 +556,16 @@ class ShadowReport:
         return data
 
 
+def _evidence_labelled() -> Q:
+    """Shadow answers to drawings whose label is trusted enough to judge a version (``LABELS_EVIDENCE_TRUST``)."""
+    return Q(prediction__label__isnull=False,
+             prediction__label_trust__in=Prediction.Trust.at_least(settings.LABELS_EVIDENCE_TRUST))
+
+
 def shadow_report(version: ModelVersion) -> ShadowReport:
-    """The numbers the version page and the stats page show, in one query."""
-    labelled = Q(prediction__label__isnull=False)
+    """The numbers the version page and the stats page show, in one query. "Labelled" counts only the
+    drawings whose label is evidence (``LABELS_EVIDENCE_TRUST``): what the gate reads."""
+    labelled = _evidence_labelled()
     cand_right = labelled & Q(digit=F("prediction__label"))
     active_right = labelled & Q(prediction__digit=F("prediction__label"))
     figures = ShadowPrediction.objects.filter(version=version).aggregate(
@@ -584,7 +592,7 @@ def shadow_reports() -> list[tuple[ModelVersion, ShadowReport]]:
 def shadow_evidence(version: ModelVersion) -> Evidence | None:
     """The labelled drawings the candidate answered in shadow as a paired evidence set for the gate
     (None when there are none): the candidate against the version that answered each user."""
-    rows = list(ShadowPrediction.objects.filter(version=version, prediction__label__isnull=False)
+    rows = list(ShadowPrediction.objects.filter(_evidence_labelled(), version=version)
                 .values_list("digit", "prediction__digit", "prediction__label"))
     if not rows:
         return None

@@ -200,8 +200,10 @@ class PredictionLabelView(APIView):
     permission_classes = [IsPredictionClientOrStaff]
 
     @extend_schema(summary="Tell the correct digit for a prediction",
-                   description="Recorded with who gave it (staff or visitor). A staff label overrides visitors'; "
-                               "whether a visitor's label counts at once depends on `LABELS_VISITOR_AGREEMENT`. "
+                   description="Recorded with who gave it and from which client network. A trusted source's "
+                               "label (staff, an account staff trust) overrides visitors'; a visitor's label "
+                               "is kept and shown, and trains or judges a version only as `LABELS_TRAIN_TRUST` "
+                               "/ `LABELS_EVIDENCE_TRUST` allow (docs/trust.md). "
                                "`label` in the answer is the digit given.",
                    request=LabelRequestSerializer,
                    responses={200: LabelResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR})
@@ -212,7 +214,8 @@ class PredictionLabelView(APIView):
         serializer = LabelRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         label = serializer.validated_data["label"]
-        prediction = prediction_label(prediction=prediction, label=label, by=request.user, via=via, giver=giver)
+        prediction = prediction_label(prediction=prediction, label=label, by=request.user, via=via, giver=giver,
+                                      client_ip=request.META.get("REMOTE_ADDR"))
         return Response({"id": prediction.pk, "label": label, "digit": prediction.digit,
                          "correct": label == prediction.digit})
 
@@ -250,7 +253,7 @@ class ReviewLabelView(APIView):
         serializer = ReviewLabelRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         label_record(prediction=prediction, value=serializer.validated_data["label"], by=request.user,
-                     via=Label.Via.REVIEW)
+                     via=Label.Via.REVIEW, client_ip=request.META.get("REMOTE_ADDR"))
         return Response({"id": prediction.pk, "label": prediction.label, "not_a_digit": prediction.not_a_digit,
                          "counts": review_counts()})
 

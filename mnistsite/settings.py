@@ -407,12 +407,26 @@ TRAINING_CANCEL_POLL_SECONDS = float(os.environ.get("TRAINING_CANCEL_POLL_SECOND
 # The field set: this share of labelled drawings (chosen by a hash of the prediction id) is held out
 # of training and used only to evaluate versions.
 TRAINING_FIELD_SET_PERCENT = int(os.environ.get("TRAINING_FIELD_SET_PERCENT", 20))
-# Visitors' labels: "none" (a visitor's label trains as soon as it is given), "staff" (only once staff
-# labelled the drawing: staff's label is the one that counts) or "two" (two different visitors gave the
-# same label). A staff label always overrides visitors'. After changing it: `manage.py recompute_labels`.
-LABELS_VISITOR_AGREEMENT = os.environ.get("LABELS_VISITOR_AGREEMENT", "none")
-if LABELS_VISITOR_AGREEMENT not in {"none", "staff", "two"}:
-    raise ImproperlyConfigured("LABELS_VISITOR_AGREEMENT must be one of: none, staff, two")
+# Labels and trust (docs/trust.md). Each drawing's effective label is "trusted" (staff, the review queue,
+# an account holding classifier.trusted_labeller), "agreed" (LABELS_AGREEMENT_CLIENTS distinct clients,
+# none disagreeing) or "visitor" (one visitor's word). LABELS_TRAIN_TRUST: the least trusted label that
+# trains and counts toward the retraining policy ("trusted", "agreed", or "visitor" for a small private
+# site); LABELS_EVIDENCE_TRUST: the least trusted label in the field set and the shadow evidence the gate
+# reads ("trusted" or "agreed"). After changing LABELS_AGREEMENT_CLIENTS: `manage.py recompute_labels`.
+if "LABELS_VISITOR_AGREEMENT" in os.environ:
+    raise ImproperlyConfigured(
+        "LABELS_VISITOR_AGREEMENT is gone: labels are trusted by source now. Use LABELS_TRAIN_TRUST "
+        "(trusted, agreed, visitor), LABELS_EVIDENCE_TRUST (trusted, agreed) and LABELS_AGREEMENT_CLIENTS "
+        "(see docs/trust.md)")
+LABELS_TRAIN_TRUST = os.environ.get("LABELS_TRAIN_TRUST", "trusted")
+if LABELS_TRAIN_TRUST not in {"trusted", "agreed", "visitor"}:
+    raise ImproperlyConfigured("LABELS_TRAIN_TRUST must be one of: trusted, agreed, visitor")
+LABELS_EVIDENCE_TRUST = os.environ.get("LABELS_EVIDENCE_TRUST", "trusted")
+if LABELS_EVIDENCE_TRUST not in {"trusted", "agreed"}:
+    raise ImproperlyConfigured("LABELS_EVIDENCE_TRUST must be one of: trusted, agreed")
+LABELS_AGREEMENT_CLIENTS = int(os.environ.get("LABELS_AGREEMENT_CLIENTS", 2))
+if LABELS_AGREEMENT_CLIENTS < 2:
+    raise ImproperlyConfigured("LABELS_AGREEMENT_CLIENTS must be 2 or more: one client never agrees with itself")
 # The review queue asks the active version and the newest candidate for their answers on this many
 # drawings at its head (in memory, nothing stored) and moves those they disagree on forward.
 REVIEW_OPINION_WINDOW = int(os.environ.get("REVIEW_OPINION_WINDOW", 32))

@@ -146,6 +146,7 @@ def labelled_drawings(db, mnist_test):
             rows.append(Prediction(
                 image=f"drawings/test/{i}.png", input_pixels=pixels, probabilities=[0.1] * 10,
                 digit=(label + 1) % 10, confidence=0.1, model_version=active, latency_ms=1.0, label=label,
+                label_trust=Prediction.Trust.TRUSTED,  # as from the review queue: they train and judge
             ))
         return Prediction.objects.bulk_create(rows)
 
@@ -178,7 +179,7 @@ def weak_active(db, zero_logreg_checkpoint, mnist_settings):
     from classifier.lifecycle import model_version_activate, model_version_upload
 
     version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
-    return model_version_activate(version=version, by=None, reason="a weak baseline for the test")
+    return model_version_activate(version=version, by=None, reason="a weak baseline for the test", force=True)
 
 
 # ------------------------------------------------------------------ clocks

@@ -4,14 +4,16 @@ One cycle at a time, each step taken by ``policy_check`` (called on a schedule, 
 ``training.policy_schedule``):
 
 1. **Enough new labels.** Once ``min_new_labels`` drawings got a usable label (an effective digit
-   label, ``classifier.labels``; "not a digit" never counts) since the policy's last run, it queues a
+   label trusted enough to train, ``LABELS_TRAIN_TRUST``: by default a trusted source's, never a mere
+   visitor's, see ``classifier.labels``; "not a digit" never counts) since the policy's last run, it queues a
    fine-tune of the active version: the fine-tune recipe (options left out), with
    ``RETRAIN_POLICY_RUN_OPTIONS`` over it, ``promote`` false. The run is marked ``trigger="policy"``.
 2. **Training.** While the run is queued or running the policy waits; it never queues a second one.
 3. **Shadow.** When the run succeeds its version enters shadow (``classifier.shadow``; the worker that
    ran it does this at once, or the next check does).
 4. **The gate.** Once the candidate has answered ``shadow_min_labels`` drawings that were then labelled,
-   the gate decides on MNIST test, the field set and the shadow traffic (``classifier.shadow.shadow_gate``):
+   (with a label trusted enough to be evidence, ``LABELS_EVIDENCE_TRUST``), the gate decides on MNIST
+   test, the field set and the shadow traffic (``classifier.shadow.shadow_gate``):
    promoted, or left a candidate (out of shadow) with the gate's reason in its notes. Either way
    the cycle ends and step 1 starts counting again.
 
@@ -79,8 +81,9 @@ def policy_get() -> RetrainPolicy:
 
 
 def new_labels_count(policy: RetrainPolicy) -> int:
-    """Drawings that got a label after the policy's watermark and have a usable (digit) label now."""
-    return (Prediction.objects.labelled().filter(labels__id__gt=policy.label_watermark)
+    """Drawings that got a label after the policy's watermark and have a label that may train now
+    (a digit, at least ``LABELS_TRAIN_TRUST``)."""
+    return (Prediction.objects.for_training().filter(labels__id__gt=policy.label_watermark)
             .values("pk").distinct().count())
 
 

@@ -1,5 +1,6 @@
-"""Label provenance and the effective label: staff over visitors, "not a digit" never trains, the
-visitor-agreement setting, the label API recording who gave what, the backfill of migration 0006."""
+"""Label provenance and the effective label: trusted sources over visitors, "not a digit" never trains,
+agreement of distinct clients, the label API recording who gave what, the backfill of migration 0006.
+(Trust levels in use: tests/classifier/test_label_trust.py.)"""
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,11 @@ def make(pixels: bytes = bytes(784), *, digit: int = 7, confidence: float = 0.9,
                                      **fields)
 
 
-def visitor(value, prediction, who: str) -> Label:
-    return label_record(prediction=prediction, value=value, by=None, via=Label.Via.SESSION, giver=f"session:{who}")
+def visitor(value, prediction, who: str, ip: str | None = None) -> Label:
+    """A visitor's label; each visitor from an address of its own unless ``ip`` says otherwise."""
+    ip = ip or f"198.51.100.{sum(who.encode()) % 250 + 1}"
+    return label_record(prediction=prediction, value=value, by=None, via=Label.Via.SESSION, giver=f"session:{who}",
+                        client_ip=ip)
 
 
 def test_a_staff_label_overrides_a_visitors_either_way_round(user, staff_user):
@@ -52,6 +56,7 @@ def test_a_staff_label_overrides_a_visitors_either_way_round(user, staff_user):
 
 def test_not_a_digit_never_trains(staff_user, settings):
     settings.TRAINING_FIELD_SET_PERCENT = 0  # every labelled drawing is training data
+    settings.LABELS_TRAIN_TRUST = "visitor"  # a small private site: visitors' labels train
     kept, dropped = make(bytes([255]) * 784), make(bytes([128]) * 784)
     label_record(prediction=kept, value=3, by=staff_user, via=Label.Via.REVIEW)
     visitor(5, dropped, "a")
@@ -64,64 +69,68 @@ def test_not_a_digit_never_trains(staff_user, settings):
     assert Prediction.objects.decided().filter(pk=dropped.pk).exists()
 
 
-def test_visitors_labels_count_at_once_by_default(settings):
-    settings.LABELS_VISITOR_AGREEMENT = "none"
+def test_a_visitors_label_is_the_effective_label_but_trains_only_when_the_site_says_so(settings):
+    settings.TRAINING_FIELD_SET_PERCENT = 0
     p = make()
     visitor(3, p, "a")
-    assert p.label == 3
+    assert (p.label, p.label_trust) == (3, "visitor")
     visitor(4, p, "a")  # the same visitor changes their mind
-    assert p.label == 4
+    assert (p.label, p.label_trust) == (4, "visitor")
+    assert labelled_drawings(part="train").ids == []  # by default only trusted labels train
+    settings.LABELS_TRAIN_TRUST = "visitor"
+    assert labelled_drawings(part="train").ids == [p.pk]
 
 
-def test_with_staff_agreement_visitors_wait_for_staff(settings, staff_user):
-    settings.LABELS_VISITOR_AGREEMENT = "staff"
+def test_a_trusted_label_confirms_a_visitors(staff_user):
     p = make()
     visitor(3, p, "a")
     visitor(3, p, "b")
-    assert p.label is None and p.labels.count() == 2
-    assert labelled_drawings(part="train").ids == []
+    assert p.labels.count() == 2 and p.label_trust == "agreed"
     label_record(prediction=p, value=3, by=staff_user, via=Label.Via.REVIEW)
-    assert (p.label, p.label_by_staff) == (3, True)
+    assert (p.label, p.label_by_staff, p.label_trust) == (3, True, "trusted")
 
 
-def test_with_two_visitors_must_agree(settings):
-    settings.LABELS_VISITOR_AGREEMENT = "two"
+def test_distinct_clients_must_agree():
     p = make()
     visitor(3, p, "a")
-    assert p.label is None
+    assert (p.label, p.label_trust) == (3, "visitor")
     visitor(3, p, "a")  # the same visitor twice is one voice
-    assert p.label is None
+    assert p.label_trust == "visitor"
     visitor(5, p, "b")
-    assert p.label is None
+    assert (p.label, p.label_trust) == (5, "visitor")  # the latest word, not agreed
     visitor(3, p, "c")
-    assert p.label == 3
-    visitor(5, p, "d")  # now 3 and 5 have two voices each: neither counts
-    assert p.label is None
+    assert (p.label, p.label_trust) == (3, "visitor")  # 3 twice, but b disagrees
+    q = make()
+    visitor(3, q, "a")
+    visitor(3, q, "c")
+    assert (q.label, q.label_trust) == (3, "agreed")
 
 
-def test_changing_the_setting_and_recomputing(settings):
-    settings.LABELS_VISITOR_AGREEMENT = "none"
+def test_changing_the_agreement_and_recomputing(settings):
     p = make()
     visitor(3, p, "a")
-    assert p.label == 3
-    settings.LABELS_VISITOR_AGREEMENT = "staff"
+    visitor(3, p, "b")
+    assert p.label_trust == "agreed"
+    settings.LABELS_AGREEMENT_CLIENTS = 3
     assert labels_recompute_all() == 1
     p.refresh_from_db()
-    assert p.label is None
-    settings.LABELS_VISITOR_AGREEMENT = "none"
+    assert (p.label, p.label_trust) == (3, "visitor")
+    settings.LABELS_AGREEMENT_CLIENTS = 2
     call_command("recompute_labels", stdout=open("/dev/null", "w"))
     p.refresh_from_db()
-    assert p.label == 3
+    assert (p.label, p.label_trust) == (3, "agreed")
 
 
 def test_effective_label_is_a_pure_function_of_the_labels():
     p = make()
-    assert effective_label([], agreement="none").digit is None
-    with pytest.raises(ValueError):
-        effective_label([], agreement="maybe")
-    rows = [Label(pk=1, prediction=p, digit=2, giver="x", via="session", at=p.created_at)]
-    assert effective_label(rows, agreement="none").digit == 2
-    assert effective_label(rows, agreement="two").digit is None
+    assert effective_label([]).digit is None and effective_label([]).trust == ""
+    rows = [Label(pk=1, prediction=p, digit=2, giver="x", client="192.0.2.1", via="session", at=p.created_at)]
+    assert (effective_label(rows).digit, effective_label(rows).trust) == (2, "visitor")
+    rows.append(Label(pk=2, prediction=p, digit=2, giver="y", client="192.0.2.2", via="session", at=p.created_at))
+    assert effective_label(rows).trust == "agreed"
+    assert effective_label(rows, agreement_clients=3).trust == "visitor"
+    rows.append(Label(pk=3, prediction=p, digit=4, giver="z", trusted=True, via="account", at=p.created_at))
+    assert (effective_label(rows).digit, effective_label(rows).trust) == (4, "trusted")
 
 
 def test_the_label_api_records_who_gave_it_and_how(token_client, user, staff_client, staff_user):
@@ -147,13 +156,12 @@ def test_visitors_may_not_say_not_a_digit_through_the_label_api(token_client):
     assert not Label.objects.exists()
 
 
-def test_a_drawing_with_a_pending_label_is_never_replaced(settings):
-    settings.LABELS_VISITOR_AGREEMENT = "staff"
+def test_a_drawing_with_a_pending_label_is_never_replaced():
     client = APIClient()
     client.cookies["csrftoken"] = "x" * 32
     first = client.post("/api/predict/", {"image": encode(canvas(SEVEN))}, format="json").json()
     client.post(f"/api/predictions/{first['id']}/label/", {"label": 7, "label_key": first["label_key"]}, format="json")
-    assert Prediction.objects.get(pk=first["id"]).label is None  # waiting for staff
+    assert Prediction.objects.get(pk=first["id"]).label_trust == "visitor"  # waiting for staff
     client.post("/api/predict/", {"image": encode(canvas(SEVEN)), "replaces": first["id"]}, format="json")
     assert Prediction.objects.filter(pk=first["id"]).exists()
 

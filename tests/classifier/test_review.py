@@ -29,7 +29,7 @@ def visitor(prediction: Prediction, value) -> None:
 
 @pytest.fixture
 def queue(staff_user):
-    """Drawings in every state; the queue holds disputed, unsure and sure, in that order."""
+    """Drawings in every state; the queue holds disputed, visitor-labelled, unsure and sure, in that order."""
     rows = {
         "sure": make(confidence=0.99),
         "unsure": make(confidence=0.40),
@@ -45,31 +45,34 @@ def queue(staff_user):
     return rows
 
 
-def test_the_queue_holds_what_wants_a_staff_label_most_valuable_first(queue):
-    assert list(review_queryset().values_list("pk", flat=True)) == [
-        queue["disputed"].pk, queue["unsure"].pk, queue["sure"].pk]
+def test_the_queue_holds_what_wants_a_trusted_label_most_valuable_first(queue):
+    order = [queue["disputed"].pk, queue["confirmed"].pk, queue["unsure"].pk, queue["sure"].pk]
+    assert list(review_queryset().values_list("pk", flat=True)) == order
     body = review_next(count=10)
-    assert [item["id"] for item in body["items"]] == [queue["disputed"].pk, queue["unsure"].pk, queue["sure"].pk]
-    assert body["counts"] == {"left": 3, "disputed": 1, "unsure": 1, "reviewed": 2}
+    assert [item["id"] for item in body["items"]] == order
+    assert body["counts"] == {"left": 4, "disputed": 1, "suggested": 2, "unsure": 2, "reviewed": 2}
     first = body["items"][0]
     assert first["reasons"] == ["visitor_disagrees"]
-    assert first["visitor_labels"] == [{"label": 1, "via": "label_key", "at": first["visitor_labels"][0]["at"]}]
+    assert first["visitor_labels"] == [{"label": 1, "via": "label_key", "client": "",
+                                        "at": first["visitor_labels"][0]["at"]}]
+    assert (first["suggestion"], first["trust"]) == (1, "visitor")
     assert [t["digit"] for t in first["top3"]][0] == 7 and len(first["top3"]) == 3
     assert first["input"].startswith("data:image/png;base64,")
-    assert body["items"][1]["reasons"] == ["low_confidence"]
+    assert body["items"][1]["suggestion"] == 7  # a visitor agreed with the model: it waits for staff too
+    assert body["items"][2]["reasons"] == ["low_confidence"] and body["items"][2]["suggestion"] is None
 
 
-def test_pending_visitor_labels_and_visitor_not_a_digit_stay_in_the_queue(settings):
-    settings.LABELS_VISITOR_AGREEMENT = "staff"
+def test_pending_visitor_labels_and_visitor_not_a_digit_stay_in_the_queue():
     agreed, waiting = make(confidence=0.9), make(confidence=0.8)
-    visitor(agreed, 7)  # agrees with the model, but does not count until staff label it
+    visitor(agreed, 7)  # agrees with the model, but is not trusted until staff label it
     label_record(prediction=waiting, value="x", by=None, via=Label.Via.SESSION, giver="session:a")
-    assert agreed.label is None and not waiting.not_a_digit
+    assert (agreed.label, agreed.label_trust) == (7, "visitor")
+    assert waiting.not_a_digit and waiting.label_trust == "visitor"
     assert list(review_queryset().values_list("pk", flat=True)) == [waiting.pk, agreed.pk]
 
 
 def test_skipped_drawings_are_left_out(queue):
-    body = review_next(skip=[queue["disputed"].pk], count=1)
+    body = review_next(skip=[queue["disputed"].pk, queue["confirmed"].pk], count=1)
     assert [item["id"] for item in body["items"]] == [queue["unsure"].pk]
 
 
@@ -108,15 +111,19 @@ def test_staff_label_with_one_key_each(staff_client, staff_user, queue):
     assert response.status_code == 200, response.content
     body = response.json()
     assert (body["id"], body["label"], body["not_a_digit"]) == (queue["unsure"].pk, 4, False)
-    assert body["counts"]["left"] == 2
+    assert body["counts"]["left"] == 3
     label = Label.objects.get(prediction=queue["unsure"])
-    assert (label.digit, label.given_by, label.by_staff, label.via) == (4, staff_user, True, "review")
+    assert (label.digit, label.given_by, label.by_staff, label.trusted, label.via) == (4, staff_user, True, True,
+                                                                                       "review")
 
     response = staff_client.post(f"/api/review/{queue['sure'].pk}/label/", {"label": "x"}, format="json")
     assert response.json()["not_a_digit"] is True and response.json()["label"] is None
     response = staff_client.post(f"/api/review/{queue['disputed'].pk}/label/", {"label": 7}, format="json")
-    assert response.json()["counts"] == {"left": 0, "disputed": 0, "unsure": 0, "reviewed": 5}
+    assert response.json()["counts"] == {"left": 1, "disputed": 0, "suggested": 1, "unsure": 1, "reviewed": 5}
     assert Prediction.objects.get(pk=queue["disputed"].pk).label == 7  # staff overrode the visitor
+    response = staff_client.post(f"/api/review/{queue['confirmed'].pk}/label/", {"label": 7}, format="json")
+    assert response.json()["counts"] == {"left": 0, "disputed": 0, "suggested": 0, "unsure": 0, "reviewed": 6}
+    assert Prediction.objects.get(pk=queue["confirmed"].pk).label_trust == "trusted"  # staff confirmed it
     assert staff_client.get("/api/review/").json()["items"] == []
 
 
@@ -170,6 +177,7 @@ def test_the_page_is_for_staff_and_linked_for_them(client, staff_user, user, que
     response = client.get("/review/")
     html = response.content.decode()
     assert response.status_code == 200
-    assert 'data-testid="count-left">3<' in html and "classifier/review.js" in html
+    assert 'data-testid="count-left">4<' in html and "classifier/review.js" in html
+    assert 'data-testid="count-suggested">2<' in html and 'data-testid="train-trust">trusted<' in html
     assert 'href="/review/"' in client.get("/").content.decode()
     assert "csrftoken" in response.cookies

@@ -405,6 +405,7 @@ def make_drawings(active: ModelVersion, candidate: ModelVersion, rows: list[tupl
         prediction = Prediction.objects.create(
             image=f"drawings/test/{i}.png", input_pixels=bytes(784), probabilities=[0.1] * 10, digit=digit,
             confidence=0.1, model_version=active, latency_ms=1.0, label=label,
+            label_trust=Prediction.Trust.TRUSTED if label is not None else Prediction.Trust.NONE,
         )
         ShadowPrediction.objects.create(prediction=prediction, version=candidate, digit=candidate_digit,
                                         confidence=0.9, probabilities=[0.0] * 10)
@@ -562,7 +563,7 @@ def shadow_on_mnist(active: ModelVersion, candidate: ModelVersion, mnist_test, *
         prediction = Prediction.objects.create(
             image=f"drawings/test/{i}.png", input_pixels=mnist_test.images[i].numpy().tobytes(),
             probabilities=[0.1] * 10, digit=label if i < active_right else (label + 1) % 10, confidence=0.1,
-            model_version=active, latency_ms=1.0, label=label,
+            model_version=active, latency_ms=1.0, label=label, label_trust=Prediction.Trust.TRUSTED,
         )
         ShadowPrediction.objects.create(prediction=prediction, version=candidate,
                                         digit=label if i < candidate_right else (label + 2) % 10,

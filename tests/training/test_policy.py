@@ -6,6 +6,8 @@ import threading
 
 import pytest
 import torch
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 
 from classifier.labels import label_record
@@ -42,9 +44,20 @@ def drawings(count: int, *, start: int = 0, images=None, labels=None) -> list[Pr
     return Prediction.objects.bulk_create(rows)
 
 
-def label(predictions, values, *, by=None) -> None:
+def trusted_labeller():
+    """An account staff trust (``classifier.trusted_labeller``): its labels train and judge versions."""
+    user, created = get_user_model().objects.get_or_create(username="trusted-labeller")
+    if created:
+        user.user_permissions.add(Permission.objects.get(codename="trusted_labeller"))
+    return get_user_model().objects.get(pk=user.pk)
+
+
+def label(predictions, values, *, by=None, visitor: bool = False) -> None:
+    """Labels from a trusted account (or ``by``); ``visitor``: each from its prediction's anonymous client."""
+    by = None if visitor else by or trusted_labeller()
     for prediction, value in zip(predictions, values):
-        label_record(prediction=prediction, value=value, by=by, via="label_key", giver=f"key:{prediction.pk}")
+        label_record(prediction=prediction, value=value, by=by, via="label_key" if visitor else "account",
+                     giver=f"key:{prediction.pk}", client_ip=f"203.0.113.{prediction.pk % 250}")
 
 
 def test_a_run_is_queued_once_enough_labels_came_in(shipped_versions, django_capture_on_commit_callbacks):
@@ -91,6 +104,19 @@ def test_at_most_one_automatic_run_at_a_time(shipped_versions, django_capture_on
     with django_capture_on_commit_callbacks(execute=False):
         outcome = policy_check()
     assert outcome.action == "queued" and TrainingRun.objects.count() == 2  # the 20 new labels
+
+
+def test_visitors_labels_count_only_once_trusted(shipped_versions, staff_user, settings):
+    """Anonymous labels do not feed the loop: they wait until staff confirm them (or the site says they train)."""
+    predictions = drawings(5)
+    label(predictions, [1, 2, 3, 4, 5], visitor=True)
+    outcome = policy_check()
+    assert outcome.action == "waiting" and outcome.new_labels == 0 and "5 more labels" in outcome.message
+    for prediction in predictions[:4]:  # staff confirm four of them from the review queue
+        label_record(prediction=prediction, value=prediction.label, by=staff_user, via="review")
+    assert policy_check().new_labels == 4
+    settings.LABELS_TRAIN_TRUST = "visitor"  # a small private site
+    assert new_labels_count(policy_get()) == 5
 
 
 def test_not_a_digit_labels_never_count(shipped_versions, staff_user):
@@ -210,7 +236,12 @@ def test_a_whole_cycle(weak_active, mnist_test, shadow_labels, settings, django_
     assert LifecycleEvent.objects.get(action="shadow", to_version=version).actor == "policy"
     assert policy_check().action == "shadow"  # 0 of 20 labelled shadow drawings
 
-    # 2. labelled traffic accumulates in shadow; the gate decides at the next check
+    # 2. labelled traffic accumulates in shadow; the gate decides at the next check. Visitors' labels are
+    # no evidence: thirty of them (saying "the active version was right") leave the gate waiting.
+    visitors = shadow_traffic(mnist_test, start=200, count=30)
+    label(visitors, [0] * 30, visitor=True)
+    outcome = policy_check()
+    assert outcome.action == "shadow" and "0 of 20 labelled" in outcome.message, outcome.message
     traffic = shadow_traffic(mnist_test, start=100, count=30)
     truth = [int(mnist_test.labels[100 + i]) for i in range(30)]
     label(traffic, truth if shadow_labels == "true" else [0] * 30)  # the weak active version always says 0

@@ -23,6 +23,7 @@
   };
   const counters = {
     left: document.querySelector('[data-testid="count-left"]'),
+    suggested: document.querySelector('[data-testid="count-suggested"]'),
     disputed: document.querySelector('[data-testid="count-disputed"]'),
     unsure: document.querySelector('[data-testid="count-unsure"]'),
     reviewed: document.querySelector('[data-testid="count-reviewed"]'),
@@ -92,8 +93,10 @@
     if (item.opinions.active) opinions.push(`active version: ${item.opinions.active.digit} (${percent(item.opinions.active.confidence)})`);
     if (item.opinions.candidate) opinions.push(`newest candidate: ${item.opinions.candidate.digit} (${percent(item.opinions.candidate.confidence)})`);
     ui.opinions.textContent = opinions.join(" · ");
+    const said = (value) => (value === "x" ? "not a digit" : String(value));
     ui.visitors.textContent = item.visitor_labels.length
-      ? "Visitors said: " + item.visitor_labels.map((l) => (l.label === "x" ? "not a digit" : String(l.label))).join(", ")
+      ? "Visitors said: " + item.visitor_labels.map((l) => said(l.label) + (l.client ? ` (${l.client})` : "")).join(", ")
+        + (item.suggestion !== null && item.suggestion !== undefined ? ` · Enter confirms ${said(item.suggestion)}` : "")
       : "";
     ui.meta.textContent = `${item.model_version.name} v${item.model_version.version} · ${item.source} · ${new Date(item.created_at).toLocaleString()}`;
   }
@@ -163,6 +166,7 @@
     if (/^[0-9]$/.test(key)) label(Number(key));
     else if (key === "x") label("x");
     else if (key === "s") skip();
+    else if (key === "enter" && current && current.suggestion !== null && current.suggestion !== undefined) label(current.suggestion);
     else return false;
     return true;
   }
