@@ -235,6 +235,19 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# The most parameters a network may have: 80 MB of float32 weights. Runs are refused beyond it
+# (``training.services``), and so are checkpoints (``engine.checkpoint``), before anything is allocated.
+MAX_PARAMETERS = 20_000_000
+
+
+def parameter_count(arch: str, config: dict[str, Any] | Any | None = None) -> int:
+    """The parameters of ``build_model(arch, config)``, counted on the meta device (nothing is allocated).
+
+    Raises ``ValueError`` (``UnknownArchitectureError``) for an unknown architecture or a config out of bounds."""
+    with torch.device("meta"):
+        return count_parameters(build_model(arch, config))
+
+
 def inference_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy for fast CPU inference: batch norm folded into the preceding conv,
     weights in channels-last layout.

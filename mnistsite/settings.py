@@ -379,6 +379,11 @@ if TRAINING_EXECUTOR == "celery" and not CELERY_BROKER_URL:
 # which only workers on machines with a GPU take (python manage.py worker --gpu).
 TRAINING_QUEUE = os.environ.get("TRAINING_QUEUE", "training")
 TRAINING_GPU_QUEUE = os.environ.get("TRAINING_GPU_QUEUE", "training-gpu")
+# A user's run is refused (409 too_many_runs) while they have TRAINING_MAX_QUEUED_PER_USER runs queued
+# or running, or while TRAINING_MAX_QUEUED runs are (anyone's); 0 turns a limit off. The retraining
+# policy's own run (one at a time) is never refused, but counts in the total.
+TRAINING_MAX_QUEUED_PER_USER = int(os.environ.get("TRAINING_MAX_QUEUED_PER_USER", 2))
+TRAINING_MAX_QUEUED = int(os.environ.get("TRAINING_MAX_QUEUED", 8))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = TRAINING_QUEUE
 CELERY_TASK_ACKS_LATE = False  # a run whose worker dies is failed by the reaper, not silently re-run
@@ -513,6 +518,12 @@ DRAWINGS_IMPORT_MAX_BYTES = int(os.environ.get("DRAWINGS_IMPORT_MAX_BYTES", 200 
 # Any import (admin or command) refuses a zip member that unpacks to more than this (bytes): the
 # inputs of a million drawings are 784 MB.
 DRAWINGS_IMPORT_MAX_MEMBER_BYTES = int(os.environ.get("DRAWINGS_IMPORT_MAX_MEMBER_BYTES", 1024 ** 3))
+# Any import refuses a dataset of more drawings than this, read from the images file's header before
+# anything else; it bounds the labels, the manifest (one row per image) and the import's memory.
+DRAWINGS_IMPORT_MAX_ROWS = int(os.environ.get("DRAWINGS_IMPORT_MAX_ROWS", 200_000))
+# The admin's "Upload a checkpoint" form refuses a larger file (bytes); a run's largest network
+# (engine.nets.MAX_PARAMETERS, 20 M parameters) is 80 MB.
+CHECKPOINT_UPLOAD_MAX_BYTES = int(os.environ.get("CHECKPOINT_UPLOAD_MAX_BYTES", 200 * 1024 * 1024))
 
 LOGGING = {
     "version": 1,

@@ -7,16 +7,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from classifier.checkpoints import version_checkpoint
 from classifier.models import ModelVersion
 from engine.checkpoint import CheckpointError
-from engine.nets import ARCHITECTURES, build_model, config_to_dict, count_parameters, make_config
+from engine.nets import ARCHITECTURES, MAX_PARAMETERS, config_to_dict, make_config, parameter_count
 from engine.trainer import FINETUNE_MNIST_LIMIT, config_summary, finetune_recipe, recipe
 from mnistsite.errors import ApplicationError
 
@@ -27,8 +26,6 @@ from .reporting import append_log, log_line
 from .spec import run_options, spec_values
 
 log = logging.getLogger(__name__)
-
-MAX_PARAMETERS = 20_000_000
 
 
 def _invalid(message: str, detail: Any = None) -> ApplicationError:
@@ -96,8 +93,7 @@ def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion
             extra_repeat=values["extra_repeat"],
         )
         train.validate()
-        with torch.device("meta"):  # count parameters without allocating them
-            parameters = count_parameters(build_model(arch, make_config(arch, arch_config)))
+        parameters = parameter_count(arch, arch_config)  # counted without allocating them
     except (ValueError, TypeError, RuntimeError) as exc:
         raise _invalid(str(exc)) from None
     if parameters > MAX_PARAMETERS:
@@ -133,12 +129,66 @@ def run_config_build(spec: dict[str, Any]) -> tuple[dict[str, Any], ModelVersion
 # ---------------------------------------------------------------------------- start, cancel
 
 
+# Any number that is not a PostgreSQL advisory lock key of something else: "mnist" in ASCII.
+_RUN_START_LOCK = 0x6D6E697374
+
+
+def _run_starts_serialized() -> None:
+    """Inside a transaction: wait for every other run start to commit, so that counting runs and creating
+    one is a single step. PostgreSQL: a transaction-level advisory lock. SQLite: every transaction
+    already begins with the database's write lock (``transaction_mode`` IMMEDIATE in the settings)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_RUN_START_LOCK])
+
+
+def _runs_words(runs: list[TrainingRun]) -> str:
+    return ", ".join(f"#{run.pk} {run.status}" for run in runs)
+
+
+def _queue_limits_check(user: AbstractBaseUser | None) -> None:
+    """Refuse a user's run while they have ``TRAINING_MAX_QUEUED_PER_USER`` runs queued or running, or
+    while ``TRAINING_MAX_QUEUED`` runs (anyone's, the policy's included) are; 0 turns a limit off.
+
+    Runs started without a user (the retraining policy, which has at most one run of its own at a time)
+    are never refused here: a queue that users filled must not stop the policy. Call inside the
+    transaction that creates the run, after ``_run_starts_serialized``."""
+    if user is None:
+        return
+    unfinished = TrainingRun.objects.unfinished().order_by("id")
+    per_user = settings.TRAINING_MAX_QUEUED_PER_USER
+    if per_user:
+        mine = list(unfinished.filter(created_by=user).only("id", "status")[:per_user])
+        if len(mine) >= per_user:
+            raise ApplicationError(
+                "too_many_runs",
+                f"You already have {len(mine)} run{'s' if len(mine) != 1 else ''} queued or running "
+                f"({_runs_words(mine)}); at most {per_user} per person (TRAINING_MAX_QUEUED_PER_USER). "
+                "Wait for one to finish or cancel one.",
+                detail=[{"id": run.pk, "status": run.status} for run in mine], status=409,
+            )
+    total = settings.TRAINING_MAX_QUEUED
+    if total:
+        everyone = list(unfinished.only("id", "status")[:total])
+        if len(everyone) >= total:
+            raise ApplicationError(
+                "too_many_runs",
+                f"{len(everyone)} runs are queued or running ({_runs_words(everyone)}); at most {total} at a time "
+                "(TRAINING_MAX_QUEUED). Try again when one has finished.",
+                detail=[{"id": run.pk, "status": run.status} for run in everyone], status=409,
+            )
+
+
 def training_run_start(*, spec: dict[str, Any], by: AbstractBaseUser | None) -> TrainingRun:
-    """Create a queued run and hand it to the executor once the transaction commits."""
+    """Create a queued run and hand it to the executor once the transaction commits.
+
+    A user's run is refused (``too_many_runs``, 409) beyond the queue limits (``_queue_limits_check``)."""
     config, base = run_config_build(spec)
     executor = settings.TRAINING_EXECUTOR
     user = by if by is not None and by.is_authenticated else None
     with transaction.atomic():
+        _run_starts_serialized()
+        _queue_limits_check(user)
         run = TrainingRun.objects.create(
             config=config,
             base_version=base,
