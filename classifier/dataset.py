@@ -23,8 +23,10 @@ with that input has is counted as a conflict too.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
+import struct
 import time
 import uuid
 import zipfile
@@ -44,11 +46,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from engine.data import DATASET_IMAGES, DATASET_LABELS, DataError, idx_bytes, parse_idx
+from engine.data import DATASET_IMAGES, DATASET_LABELS, idx_bytes
 from engine.preprocessing import to_png_bytes
 from mnistsite.errors import ApplicationError
 
 from .drawings import in_field_set
+from .images import decode_image
+from .images import max_bytes as image_max_bytes
 from .inference import registry
 from .labels import label_record
 from .models import Label, Prediction
@@ -60,7 +64,6 @@ MANIFEST_COLUMNS = (
     "source", "labelled_by", "label_by_staff", "labelled_at", "created_at", "field_set",
 )
 IMAGE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "webp", "bmp"}
-MAX_IMPORT_ROWS = 1_000_000
 README = """Labelled drawings exported from mnistsite ({count} drawings, {when}).
 
 images-idx3-ubyte  the 28x28 model inputs, uint8 [N,28,28], ink = 255, MNIST's IDX format
@@ -226,80 +229,242 @@ def _bad(message: str, detail: Any = None) -> ApplicationError:
 
 @dataclass
 class _Dataset:
-    images: torch.Tensor
-    labels: torch.Tensor
-    manifest: list[dict[str, str]]
-    read_image: Any  # name inside the folder -> bytes
+    images: torch.Tensor  # uint8 [N,28,28]
+    labels: torch.Tensor  # uint8 [N]
+    manifest: list[tuple[str, str, str]]  # per row: label, image, input_sha256 (as written, "" when absent)
+    read_image: Any  # (row index, name inside the folder) -> (bytes, file extension)
+
+
+# The IDX headers an import reads: magic (0, 0, element type uint8, number of dimensions), then the sizes.
+_IMAGES_MAGIC = b"\x00\x00\x08\x03"
+_LABELS_MAGIC = b"\x00\x00\x08\x01"
+_GZIP_MAGIC = b"\x1f\x8b"
+# manifest.csv: a row as exported is about 250 bytes; a line (and a whole row) may have this many.
+MANIFEST_ROW_BYTES = 4096
+_KEPT = ("label", "image", "input_sha256")  # the manifest's columns the import reads
+_S_IFMT, _S_IFREG, _S_IFDIR, _S_IFLNK = 0o170000, 0o100000, 0o040000, 0o120000
+
+
+def _max_rows() -> int:
+    return int(settings.DRAWINGS_IMPORT_MAX_ROWS)
+
+
+def _entries_declared(source: str | IO[bytes]) -> int | None:
+    """How many entries the zip's end record says it holds, read before ``zipfile`` lists them all
+    (a small file can declare millions of tiny entries, each a Python object once listed)."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as fh:
+                end = zipfile._EndRecData(fh)  # the stdlib's own reader of the end record
+        else:
+            position = source.tell()
+            try:
+                end = zipfile._EndRecData(source)
+            finally:
+                source.seek(position)
+    except (OSError, ValueError):
+        return None  # zipfile.ZipFile says what is wrong
+    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])
+
+
+def _check_members(archive: zipfile.ZipFile) -> None:
+    """Every entry is a regular file or a folder: a symbolic link (zip keeps the Unix mode in the upper
+    half of ``external_attr``; its data is the target's path), a device or a pipe is refused, as is an
+    encrypted entry."""
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise _bad(f"{info.filename} is encrypted; an import reads plain zip files only.")
+        mode = info.external_attr >> 16
+        kind = mode & _S_IFMT
+        if info.create_system == 3 and kind and kind not in (_S_IFREG, _S_IFDIR):
+            what = "a symbolic link" if kind == _S_IFLNK else "not a regular file"
+            raise _bad(f"{info.filename} is {what}; only regular files are accepted in the zip.")
+
+
+def _member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+    """A member's entry, refused when it declares more than ``DRAWINGS_IMPORT_MAX_MEMBER_BYTES`` unpacked
+    (zipfile never returns more than the size a member declares)."""
+    info = archive.getinfo(name)
+    limit = settings.DRAWINGS_IMPORT_MAX_MEMBER_BYTES
+    if info.file_size > limit:
+        raise _bad(f"{name} unpacks to {info.file_size:,} bytes; at most {limit:,} are accepted per file "
+                   "(DRAWINGS_IMPORT_MAX_MEMBER_BYTES).")
+    return info
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
 def _read(archive: zipfile.ZipFile, name: str) -> bytes:
-    """A member's bytes; a damaged, encrypted or oddly compressed member is a bad file, not a crash.
-
-    A member that unpacks to more than ``DRAWINGS_IMPORT_MAX_MEMBER_BYTES`` is refused before it is read
-    (a small zip can unpack to gigabytes); zipfile never returns more than the size a member declares.
-    """
-    limit = settings.DRAWINGS_IMPORT_MAX_MEMBER_BYTES
-    size = archive.getinfo(name).file_size
-    if size > limit:
-        raise _bad(f"{name} unpacks to {size:,} bytes; at most {limit:,} are accepted per file.")
+    """A member's bytes; a damaged, encrypted or oddly compressed member is a bad file, not a crash."""
+    _member(archive, name)
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+    except _READ_ERRORS as exc:
         raise _bad(f"Cannot read {name} from the zip ({exc}).") from None
 
 
+class _Stream:
+    """A member read piece by piece, gunzipped as it goes when it is gzip-compressed: never more in
+    memory than what the caller asked for."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        _member(archive, name)
+        self.name = name
+        try:
+            raw = archive.open(name)
+            self._file: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == _GZIP_MAGIC else raw
+        except _READ_ERRORS as exc:
+            raise _bad(f"Cannot read {name} from the zip ({exc}).") from None
+
+    def read_into(self, target: bytearray | memoryview) -> int:
+        """Fill ``target``; the number of bytes there were (fewer at the end of the member)."""
+        view = memoryview(target)
+        done = 0
+        try:
+            while done < len(view):
+                chunk = self._file.read(min(len(view) - done, 1 << 20))
+                if not chunk:
+                    break
+                view[done:done + len(chunk)] = chunk
+                done += len(chunk)
+        except _READ_ERRORS as exc:
+            raise _bad(f"Cannot read {self.name} from the zip ({exc}).") from None
+        return done
+
+    def exactly(self, count: int, what: str) -> bytearray:
+        data = bytearray(count)
+        found = self.read_into(data)
+        if found < count:
+            raise _bad(f"{self.name} is truncated: {what} needs {count:,} bytes, the file has {found:,}.")
+        return data
+
+    def at_end(self, what: str) -> None:
+        """Refuse a member with more bytes than its header promised (reading one more byte also checks
+        the member's CRC)."""
+        if self.read_into(bytearray(1)):
+            raise _bad(f"{self.name} holds more bytes than its header promises ({what}).")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _idx_header(stream: _Stream, magic: bytes, dims: int, shape_words: str) -> tuple[int, ...]:
+    head = stream.exactly(4 + 4 * dims, "the IDX header")
+    if bytes(head[:4]) != magic:
+        raise _bad(f"{stream.name} is not an IDX file of {shape_words} (its magic number is 0x{bytes(head[:4]).hex()}).")
+    return struct.unpack(f">{dims}I", head[4:])
+
+
+def _read_manifest(archive: zipfile.ZipFile, name: str, rows: int) -> list[tuple[str, str, str]]:
+    """The manifest's rows, read line by line: at most ``rows`` of them (one per image), each line at most
+    ``MANIFEST_ROW_BYTES`` long; only the columns the import uses are kept."""
+    info = _member(archive, name)
+    limit = MANIFEST_ROW_BYTES * (rows + 1)
+    if info.file_size > limit:
+        raise _bad(f"{name} unpacks to {info.file_size:,} bytes; for {rows:,} drawings at most {limit:,} are "
+                   f"accepted ({MANIFEST_ROW_BYTES:,} per row).")
+    kept: list[tuple[str, str, str]] = []
+    try:
+        with archive.open(name) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            def lines() -> Iterator[str]:
+                while line := text.readline(MANIFEST_ROW_BYTES + 1):
+                    if len(line) > MANIFEST_ROW_BYTES:
+                        raise _bad(f"{name}: line {len(kept) + 2} is longer than {MANIFEST_ROW_BYTES:,} characters.")
+                    yield line
+
+            reader = csv.reader(lines())
+            header = next(reader, None) or []
+            columns = [header.index(column) if column in header else None for column in _KEPT]
+            for row in reader:
+                if not row:
+                    continue  # a blank line, as csv.DictReader skips it
+                if len(kept) >= rows:
+                    raise _bad(f"{name} has more rows than the {rows:,} images: one row per image is expected.")
+                values = tuple(row[i] if i is not None and i < len(row) else "" for i in columns)
+                if any(len(value) > 255 for value in values):
+                    raise _bad(f"{name}: row {len(kept)} has a label, image name or sha256 over 255 characters.")
+                kept.append(values)  # type: ignore[arg-type]
+    except UnicodeDecodeError:
+        raise _bad(f"{name} is not UTF-8 text.") from None
+    except csv.Error as exc:
+        raise _bad(f"{name} is not a readable CSV file ({exc}).") from None
+    except _READ_ERRORS as exc:
+        raise _bad(f"Cannot read {name} from the zip ({exc}).") from None
+    return kept
+
+
 def _open(archive: zipfile.ZipFile) -> _Dataset:
+    """Read the dataset, every size bounded before anything is read: the images' IDX header says how many
+    drawings there are (at most ``DRAWINGS_IMPORT_MAX_ROWS``), which bounds the labels, the manifest
+    (one row per image) and how many bytes each file may hold; then exactly those bytes are read."""
+    _check_members(archive)
     names = archive.namelist()
     manifests = [n for n in names if n.rsplit("/", 1)[-1] == "manifest.csv"]
     if len(manifests) != 1:
         raise _bad(f"Expected one manifest.csv in the zip, found {len(manifests)}.")
     base = manifests[0][: -len("manifest.csv")]
 
-    def member(name: str) -> bytes:
+    def member(name: str) -> str:
         for candidate in (base + name, base + name + ".gz"):
             if candidate in names:
-                return _read(archive, candidate)
+                return candidate
         raise _bad(f"The zip has no {base + name}.")
 
+    images_file = _Stream(archive, member(DATASET_IMAGES))
+    labels_file = _Stream(archive, member(DATASET_LABELS))
     try:
-        images = parse_idx(member(DATASET_IMAGES), source=DATASET_IMAGES)
-        labels = parse_idx(member(DATASET_LABELS), source=DATASET_LABELS)
-    except DataError as exc:
-        raise _bad(str(exc)) from None
-    try:
-        text = _read(archive, manifests[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _bad("manifest.csv is not UTF-8 text.") from None
-    try:
-        manifest = list(csv.DictReader(io.StringIO(text)))
-    except csv.Error as exc:
-        raise _bad(f"manifest.csv is not a readable CSV file ({exc}).") from None
+        count, height, width = _idx_header(images_file, _IMAGES_MAGIC, 3, "uint8 images [N,28,28]")
+        if (height, width) != (28, 28):
+            raise _bad(f"{images_file.name} must hold uint8 images [N,28,28], not [{count}, {height}, {width}].")
+        if count > _max_rows():
+            raise _bad(f"{images_file.name} declares {count:,} images; at most {_max_rows():,} are accepted per "
+                       "import (DRAWINGS_IMPORT_MAX_ROWS).")
+        (label_count,) = _idx_header(labels_file, _LABELS_MAGIC, 1, "uint8 labels [N]")
+        if label_count != count:
+            raise _bad(f"{count} images and {label_count} labels: they must agree.")
+        manifest = _read_manifest(archive, manifests[0], count)
+        if len(manifest) != count:  # before the images are read
+            raise _bad(f"{count} images, {label_count} labels and {len(manifest)} manifest rows: they must agree.")
+        pixels = images_file.exactly(count * PIXELS, f"{count:,} images of 28x28")
+        images_file.at_end(f"{count:,} images of 28x28")
+        label_bytes = labels_file.exactly(count, f"{count:,} labels")
+        labels_file.at_end(f"{count:,} labels")
+    finally:
+        images_file.close()
+        labels_file.close()
+    images = torch.frombuffer(pixels, dtype=torch.uint8).view(count, 28, 28) if count \
+        else torch.zeros((0, 28, 28), dtype=torch.uint8)
+    labels = torch.frombuffer(label_bytes, dtype=torch.uint8).clone() if count else torch.zeros(0, dtype=torch.uint8)
 
-    def read_image(name: str) -> bytes:
+    def read_image(index: int, name: str) -> tuple[bytes, str]:
         path = PurePosixPath(name)
         if path.is_absolute() or ".." in path.parts or base + name not in names:
             raise _bad(f"The manifest names an image the zip does not hold: {name!r}.")
-        return _read(archive, base + name)
+        size = archive.getinfo(base + name).file_size
+        if size > image_max_bytes():
+            raise _bad(f"Manifest row {index}: {base + name} is {size:,} bytes; at most {image_max_bytes():,} are "
+                       "accepted per image (PREDICT_MAX_IMAGE_BYTES).")
+        data = _read(archive, base + name)
+        try:
+            decoded = decode_image(data)
+        except ApplicationError as exc:
+            raise _bad(f"Manifest row {index}: {base + name} is not an image that may be imported: {exc.message}") \
+                from None
+        return data, decoded.extension
 
     return _Dataset(images=images, labels=labels, manifest=manifest, read_image=read_image)
 
 
 def _check(data: _Dataset) -> None:
     images, labels, manifest = data.images, data.labels, data.manifest
-    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise _bad(f"{DATASET_IMAGES} must hold uint8 images [N,28,28], not {images.dtype} {list(images.shape)}.")
-    if labels.dtype != torch.uint8 or labels.dim() != 1:
-        raise _bad(f"{DATASET_LABELS} must hold uint8 labels [N], not {labels.dtype} {list(labels.shape)}.")
     if not len(images) == len(labels) == len(manifest):
         raise _bad(f"{len(images)} images, {len(labels)} labels and {len(manifest)} manifest rows: they must agree.")
-    if len(images) > MAX_IMPORT_ROWS:
-        raise _bad(f"At most {MAX_IMPORT_ROWS:,} drawings per import.")
     if labels.numel() and int(labels.max()) > 9:
         raise _bad(f"Label {int(labels.max())} is not a digit.")
-    for index, (row, label, image) in enumerate(zip(manifest, labels.tolist(), images)):
-        if row.get("label") not in (None, "") and row["label"] != str(label):
-            raise _bad(f"Manifest row {index} says label {row['label']!r}, {DATASET_LABELS} says {label}.")
-        digest = row.get("input_sha256")
+    for index, ((given, _, digest), label, image) in enumerate(zip(manifest, labels.tolist(), images)):
+        if given != "" and given != str(label):
+            raise _bad(f"Manifest row {index} says label {given!r}, {DATASET_LABELS} says {label}.")
         if digest and digest != hashlib.sha256(image.numpy().tobytes()).hexdigest():
             raise _bad(f"Manifest row {index}: the 28x28 input's sha256 differs from the manifest's.")
 
@@ -307,9 +472,15 @@ def _check(data: _Dataset) -> None:
 def import_drawings(*, source: str | IO[bytes], by: AbstractBaseUser) -> ImportSummary:
     """Import a dataset zip (a path or an open binary file) as labelled predictions labelled by ``by`` (staff).
 
-    All or nothing: a malformed file (``invalid_dataset``, 400) imports nothing."""
+    All or nothing: a malformed or oversized file (``invalid_dataset``, 400, naming the member and the
+    limit) imports nothing and stores nothing. Memory is bounded by ``DRAWINGS_IMPORT_MAX_ROWS``: every
+    size is checked against the headers before the data is read (docs/operations/upload-limits.md)."""
     if not (by is not None and by.is_active and by.is_staff):
         raise ApplicationError("permission_denied", "Only staff may import labelled drawings.", status=403)
+    entries = _entries_declared(source)
+    if entries is not None and entries > _max_rows() + 16:
+        raise _bad(f"The zip holds {entries:,} entries; at most {_max_rows() + 16:,} are accepted (one image per "
+                   "drawing, DRAWINGS_IMPORT_MAX_ROWS, and the dataset's own files).")
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -369,12 +540,12 @@ def _import(data: _Dataset, *, by: AbstractBaseUser) -> ImportSummary:
 
 def _create(data: _Dataset, index: int, pixels: bytes, digest: str, probabilities: list[float], version_id: int,
             latency_ms: float, by: AbstractBaseUser, saved: list[str]) -> Prediction:
-    image_name = (data.manifest[index].get("image") or "").strip()
+    image_name = data.manifest[index][1].strip()
     if image_name:
         extension = PurePosixPath(image_name).suffix.lstrip(".").lower()
         if extension not in IMAGE_EXTENSIONS:
             raise _bad(f"Manifest row {index}: {image_name!r} is not an image file name.")
-        content = data.read_image(image_name)
+        content, extension = data.read_image(index, image_name)  # stored under the format it really is
     else:
         extension = "png"
         content = to_png_bytes(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(28, 28).float().div(255))
