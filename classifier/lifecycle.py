@@ -195,12 +195,47 @@ def model_version_register_file(
 # ---------------------------------------------------------------------------- switching
 
 
+def why_not_vetted(version: ModelVersion) -> str | None:
+    """Why a person may not simply activate ``version`` (it would skip the promotion gate), or None."""
+    if version.vetted:
+        return None
+    if version.status == ModelVersion.Status.ARCHIVED:
+        return "is archived"
+    return "was never active and did not ship with the site"
+
+
+def _past_the_gate(target: ModelVersion, *, force: bool, reason: str) -> bool:
+    """Whether activating ``target`` by hand skips the promotion gate, and may (``force`` and a reason).
+
+    A person may activate a vetted version (active once, or shipped, and not archived): that is going back
+    to a version that already earned its place. An archived version, or a candidate that was never active,
+    reaches the public only through the gate (``shadow.shadow_promote``), or by force: an explicit choice
+    with a reason, recorded as its own action ("forced")."""
+    why = why_not_vetted(target)
+    if why is None:
+        return False
+    if not force:
+        raise ApplicationError(
+            "activation_needs_gate",
+            f"{target.label} {why}: activating it would skip the promotion gate. Promote it through the gate, "
+            "or force the activation with a reason (recorded as forced).",
+            detail={"model": target.pk, "status": target.status, "force": False}, status=409)
+    if not reason.strip():
+        raise ApplicationError(
+            "reason_required", f"{target.label} {why}: a forced activation needs a reason for the audit log.",
+            detail={"model": target.pk, "force": True}, status=400)
+    return True
+
+
 def model_version_activate(
     *, version: ModelVersion, by: User | None, reason: str = "", action: str = "activate", run_id: int | None = None,
-    check: bool = True, actor: str = "",
+    check: bool = True, actor: str = "", force: bool = False,
 ) -> ModelVersion:
     """Make ``version`` the active one; the previously active version becomes a candidate.
 
+    A person's activation (``action="activate"``) of an archived or never-vetted version is refused unless
+    ``force`` with a ``reason``; it is then recorded as "forced" (``_past_the_gate``). The gate's promotions
+    and rollbacks (to a version that was active) pass their own ``action``.
     ``actor`` names who acted when no person did (``"policy"``: automatic retraining)."""
     if check:
         _usable_or_error(version)
@@ -211,6 +246,8 @@ def model_version_activate(
             if current is not None and current.pk == target.pk:
                 raise ApplicationError("already_active", f"{target.label} is already the active version.",
                                        detail={"model": target.pk}, status=409)
+            if action == LifecycleEvent.Action.ACTIVATE and _past_the_gate(target, force=force, reason=reason):
+                action = LifecycleEvent.Action.FORCED
             if current is not None:
                 current.status = ModelVersion.Status.CANDIDATE
                 current.save(update_fields=["status"])
@@ -221,8 +258,9 @@ def model_version_activate(
     except IntegrityError:
         raise ApplicationError("conflict", "Another activation happened at the same moment; try again.",
                                status=409) from None
-    log.info("%s: %s is now active (was %s) by %s: %s", action, target.label,
-             current.label if current else None, getattr(by, "username", None), reason)
+    (log.warning if action == LifecycleEvent.Action.FORCED else log.info)(
+        "%s: %s is now active (was %s) by %s: %s", action, target.label, current.label if current else None,
+        getattr(by, "username", None), reason)
     return target
 
 

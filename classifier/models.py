@@ -85,6 +85,11 @@ class ModelVersion(models.Model):
         return (self.status == self.Status.CANDIDATE and self.shadow_since is not None
                 and (self.activated_at is None or self.activated_at < self.shadow_since))
 
+    @property
+    def vetted(self) -> bool:
+        """As ``ModelVersion.objects.vetted()`` says of this row: active once, or shipped, and not archived."""
+        return self.status != self.Status.ARCHIVED and (self.activated_at is not None or self.shipped)
+
     def as_ref(self) -> dict[str, Any]:
         """The one JSON shape of "a model version" wherever another object refers to one."""
         return {
@@ -292,9 +297,10 @@ class LifecycleEvent(models.Model):
         ARCHIVE = "archive", "archived"
         SHADOW = "shadow", "entered shadow"
         UNSHADOW = "unshadow", "left shadow"
+        FORCED = "forced", "activated by force, past the gate"
 
     # Actions that change which version is active.
-    SWITCHES = (Action.ACTIVATE, Action.PROMOTE, Action.ROLLBACK)
+    SWITCHES = (Action.ACTIVATE, Action.PROMOTE, Action.ROLLBACK, Action.FORCED)
 
     action = models.CharField(max_length=10, choices=Action.choices, db_index=True)
     from_version = models.ForeignKey(

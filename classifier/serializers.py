@@ -17,6 +17,13 @@ class ReasonSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
+class ActivateRequestSerializer(ReasonSerializer):
+    force = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Activate an archived version, or one never active that did not ship, past the promotion gate. "
+                  "Needs a `reason`; recorded in the audit log as `forced`.")
+
+
 class ImageField(serializers.Field):
     """A drawing given as base64 (optionally a ``data:`` URL) in JSON, or as an uploaded file."""
 

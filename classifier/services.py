@@ -82,14 +82,28 @@ def _prepare(decoded: DecodedImage, *, index: int | None = None) -> torch.Tensor
                                detail=where or str(exc), status=422) from None
 
 
-def _model_for(version_id: int | None) -> ServingModel:
+def _model_for(version_id: int | None, *, staff: bool = False) -> ServingModel:
+    """The model that answers: the serving (active) one when no version is named. A named version must be
+    vetted (``ModelVersion.objects.vetted()``: active once, or shipped, and not archived) unless the caller is
+    staff: fresh candidates and archived versions are not the public's to ask (403 ``model_not_public``)."""
     if version_id is None:
         return registry.serving()
     version = ModelVersion.objects.filter(pk=version_id).first()
     if version is None:
         raise ApplicationError("model_not_found", f"There is no model version {version_id}.",
                                detail={"model": version_id}, status=404)
+    if not staff and not ModelVersion.objects.vetted().filter(pk=version.pk).exists():
+        why = "it is archived" if version.status == ModelVersion.Status.ARCHIVED else "it was never made active"
+        raise ApplicationError(
+            "model_not_public",
+            f"Model version {version_id} is not open to the public: {why}. Leave out `model` for the active "
+            "version, or name one that was active once or shipped with the site.",
+            detail={"model": version_id}, status=403)
     return registry.for_version(version)
+
+
+def _is_staff(client: Client) -> bool:
+    return bool(client.user is not None and client.user.is_active and client.user.is_staff)
 
 
 def _comparison_models(main: ServingModel, *, staff: bool) -> list[ServingModel]:
@@ -161,7 +175,7 @@ def prediction_create(
     """
     started = time.perf_counter()
     tensor = _prepare(image)
-    model = _model_for(model_version_id)
+    model = _model_for(model_version_id, staff=_is_staff(client))
     probabilities = model.probabilities(tensor.unsqueeze(0))[0].tolist()
     answer = ModelAnswer(model=model, probabilities=probabilities)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -201,7 +215,7 @@ def prediction_create_batch(
     """All or nothing: every drawing is checked before any is stored."""
     started = time.perf_counter()
     tensors = [_prepare(image, index=i) for i, image in enumerate(images)]
-    model = _model_for(model_version_id)
+    model = _model_for(model_version_id, staff=_is_staff(client))
     probabilities = model.probabilities(torch.stack(tensors)).tolist()
     latency_ms = (time.perf_counter() - started) * 1000 / max(len(images), 1)
     outcomes = []

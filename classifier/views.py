@@ -29,6 +29,7 @@ from .filters import PredictionFilter
 from .models import Label, LifecycleEvent, ModelVersion, Prediction
 from .selectors import lifecycle_event_dict, lifecycle_events, mnist_random_sample, model_status, prediction_stats
 from .serializers import (
+    ActivateRequestSerializer,
     LabelRequestSerializer,
     LabelResultSerializer,
     ModelVersionSerializer,
@@ -323,11 +324,18 @@ class ModelActivateView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(summary="Make a model version the active one (every server process switches within a second)",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   description="A version that was active before, or shipped with the site, is activated as asked. "
+                               "An archived version, or a candidate never active, is refused (409 "
+                               "`activation_needs_gate`: promote it through the gate) unless `force` is true with a "
+                               "`reason` (400 `reason_required` without one); the audit log then says `forced`.",
+                   request=ActivateRequestSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
-        reason = _reason(request)
-        return _switch_result(request, lifecycle.model_version_activate(version=version, by=request.user, reason=reason))
+        serializer = ActivateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return _switch_result(request, lifecycle.model_version_activate(
+            version=version, by=request.user, reason=serializer.validated_data["reason"],
+            force=serializer.validated_data["force"]))
 
 
 class ModelRollbackView(APIView):

@@ -88,7 +88,7 @@ def test_checkpoints_and_drawings_live_in_the_bucket_and_checkpoints_are_cached_
     from classifier.lifecycle import model_version_activate, model_version_upload
 
     version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
-    model_version_activate(version=version, by=None, reason="served from the bucket")
+    model_version_activate(version=version, by=None, reason="served from the bucket", force=True)
     assert version.checkpoint.name in _keys(s3_media)
     assert not (Path(mnistsite_media()) / version.checkpoint.name).exists()  # nothing on the local disk
 
@@ -144,7 +144,7 @@ def test_move_media_copies_a_one_box_site_into_the_bucket_and_checks_every_row(
     shutil.copytree(Path(settings.MEDIA_ROOT) / "checkpoints" / "shipped", local / "checkpoints" / "shipped")
     settings.MEDIA_ROOT = str(local)
     version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
-    model_version_activate(version=version, by=None, reason="one box")
+    model_version_activate(version=version, by=None, reason="one box", force=True)
     ids = [api_client.post("/api/predict/", {"image": _png_of_a_seven()}, format="json").json()["id"]
            for _ in range(3)]
     (local / "datasets").mkdir()

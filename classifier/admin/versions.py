@@ -61,6 +61,13 @@ class ReasonForm(forms.Form):
     )
 
 
+class ForceReasonForm(forms.Form):
+    reason = forms.CharField(
+        required=True, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required: why this version must serve without passing the gate. Recorded in the audit log.",
+    )
+
+
 class CheckpointUploadForm(forms.Form):
     checkpoint = forms.FileField(help_text="A .pt file written by this project (loaded with weights_only=True).")
     name = forms.CharField(required=False, max_length=100, help_text="Version name; default: the architecture.")
@@ -164,6 +171,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
             path("upload/", wrap(self.upload_view), name="classifier_modelversion_upload"),
             path("rollback/", wrap(self.rollback_view), name="classifier_modelversion_rollback"),
             path("<int:pk>/activate/", wrap(self.activate_view), name="classifier_modelversion_activate"),
+            path("<int:pk>/force-activate/", wrap(self.force_activate_view),
+                 name="classifier_modelversion_force_activate"),
             path("<int:pk>/archive/", wrap(self.archive_view), name="classifier_modelversion_archive"),
             path("<int:pk>/shadow/", wrap(self.shadow_view), name="classifier_modelversion_shadow"),
             path("<int:pk>/unshadow/", wrap(self.unshadow_view), name="classifier_modelversion_unshadow"),
@@ -180,9 +189,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         })
 
     def _confirm(self, request: HttpRequest, *, title: str, version: ModelVersion | None, explanation: str,
-                 button: str, perform) -> HttpResponse:
+                 button: str, perform, form_class: type[forms.Form] | None = None) -> HttpResponse:
         self._require_change(request)
-        form = ReasonForm(request.POST if request.method == "POST" else None)
+        form = (form_class or ReasonForm)(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
                 result = perform(form.cleaned_data["reason"])
@@ -197,11 +206,27 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         version = get_object_or_404(ModelVersion, pk=pk)
         active = ModelVersion.objects.active().first()
+        explanation = (f"{version.label} will serve every prediction within a second, in every server process. "
+                       + (f"{active.label} becomes a candidate again." if active else "No version is active now."))
+        if not version.vetted:
+            explanation = (f"{version.label} {lifecycle.why_not_vetted(version)}: it is activated through the promotion gate, "
+                           "not here. Staff who must skip the gate use 'Force activation (past the gate)', with a reason.")
         return self._confirm(
-            request, title=f"Activate {version.label}", version=version, button="Activate",
-            explanation=f"{version.label} will serve every prediction within a second, in every server process. "
-            + (f"{active.label} becomes a candidate again." if active else "No version is active now."),
+            request, title=f"Activate {version.label}", version=version, button="Activate", explanation=explanation,
             perform=lambda reason: lifecycle.model_version_activate(version=version, by=request.user, reason=reason),
+        )
+
+    def force_activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        version = get_object_or_404(ModelVersion, pk=pk)
+        accuracy = "" if version.test_accuracy is None else f" (MNIST test accuracy {version.test_accuracy:.2%})"
+        return self._confirm(
+            request, title=f"Force activation of {version.label}", version=version, button="Force activation",
+            form_class=ForceReasonForm,
+            explanation=f"{version.label}{accuracy} {lifecycle.why_not_vetted(version) or 'is vetted'}. "
+            "Forcing it makes it serve every prediction within a second without the promotion gate's comparison "
+            "with the active version. The audit log records it as forced, with your name and reason.",
+            perform=lambda reason: lifecycle.model_version_activate(version=version, by=request.user, reason=reason,
+                                                                    force=True),
         )
 
     def archive_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -343,8 +368,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="lifecycle")
     def lifecycle_actions(self, obj: ModelVersion) -> SafeString:
         links = []
-        if obj.status != ModelVersion.Status.ACTIVE:
+        if obj.status != ModelVersion.Status.ACTIVE and obj.vetted:
             links.append(("activate", reverse("admin:classifier_modelversion_activate", args=[obj.pk]), "Activate…"))
+        elif obj.status != ModelVersion.Status.ACTIVE:
+            links.append(("force-activate", reverse("admin:classifier_modelversion_force_activate", args=[obj.pk]),
+                          "Force activation (past the gate)…"))
         if obj.status == ModelVersion.Status.CANDIDATE:
             links.append(("archive", reverse("admin:classifier_modelversion_archive", args=[obj.pk]), "Archive…"))
             if obj.in_shadow:

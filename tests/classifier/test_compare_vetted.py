@@ -38,8 +38,8 @@ def test_only_fresh_candidates_are_not_vetted(api_client, staff_client):
     public = _compare(api_client)
     assert "lenet5-quick" not in public and all(answer["vetted"] for answer in public.values())
 
-    # Once promoted it is vetted (and active), even in a process that loaded it as a candidate.
-    model_version_activate(version=fresh, by=None, reason="test")
+    # Once active it is vetted, even in a process that loaded it as a candidate.
+    model_version_activate(version=fresh, by=None, reason="test", force=True)
     registry.active_ref(force=True)
     promoted = _compare(api_client)["lenet5-quick"]
     assert promoted["vetted"] is True and promoted["model_version"]["status"] == "active"

@@ -63,7 +63,8 @@ def test_a_run_through_a_real_worker_is_registered_promoted_and_rolled_back(
     # A weak active version (all-zero weights, about 10%) that a one-epoch logistic regression beats.
     shipped_cnn = ModelVersion.objects.active().get()
     weak = lifecycle.model_version_upload(data=zero_logreg_checkpoint, name="zero")
-    assert staff_client.post(f"/api/models/{weak.pk}/activate/", {"reason": "baseline"}, format="json").status_code == 200
+    assert staff_client.post(f"/api/models/{weak.pk}/activate/", {"reason": "baseline", "force": True},
+                             format="json").status_code == 200
     labelled_drawings(40)
 
     response = staff_client.post("/api/retrain/", {**QUICK_RUN, "promote": True}, format="json")

@@ -47,7 +47,7 @@ with torch.no_grad():
 buffer = io.BytesIO()
 torch.save(make_checkpoint(model=model, arch="logreg", config={}, metrics={}), buffer)
 version = model_version_upload(data=buffer.getvalue(), name="zero")
-model_version_activate(version=version, by=None, reason="a weak version for the policy to beat")
+model_version_activate(version=version, by=None, reason="a weak version for the policy to beat", force=True)
 print(version.pk)
 """
 
