@@ -24,6 +24,7 @@ class ActivateRequestSerializer(ReasonSerializer):
                   "Needs a `reason`; recorded in the audit log as `forced`.")
 
 
+@extend_schema_field({"type": "string", "minLength": 1})  # base64 text in JSON; a file part in multipart/form-data
 class ImageField(serializers.Field):
     """A drawing given as base64 (optionally a ``data:`` URL) in JSON, or as an uploaded file."""
 

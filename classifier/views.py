@@ -101,7 +101,8 @@ class PredictView(APIView):
     @extend_schema(
         summary="Recognize a drawn digit",
         request={"application/json": PredictRequestSerializer, "multipart/form-data": PredictRequestSerializer},
-        responses={200: PredictionResultSerializer, 400: ERROR, 404: ERROR, 413: ERROR, 422: ERROR, 429: ERROR, 503: ERROR},
+        responses={200: PredictionResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 413: ERROR, 422: ERROR, 429: ERROR,
+                   503: ERROR},
     )
     def post(self, request: Request) -> Response:
         serializer = PredictRequestSerializer(data=request.data)
@@ -122,7 +123,8 @@ class PredictBatchView(APIView):
         description="Up to `PREDICT_BATCH_MAX` images (default 32). All or nothing: if one image is bad, "
                     "nothing is stored and the error names its index.",
         request=PredictBatchRequestSerializer,
-        responses={200: PredictBatchResultSerializer, 400: ERROR, 413: ERROR, 422: ERROR, 429: ERROR},
+        responses={200: PredictBatchResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 413: ERROR, 422: ERROR,
+                   429: ERROR},
     )
     def post(self, request: Request) -> Response:
         serializer = PredictBatchRequestSerializer(data=request.data)
