@@ -1,20 +1,22 @@
 """Request validation and response shapes of the classifier API."""
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from mnistsite.errors import ApplicationError
-from mnistsite.serializers import StrictSerializer
+from mnistsite.serializers import StrictCharField, StrictSerializer
 
 from .images import DecodedImage, decode_base64, decode_image, max_bytes
 from .models import LifecycleEvent, ModelVersion, Prediction
 
 
 class ReasonSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    reason = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class ActivateRequestSerializer(ReasonSerializer):
@@ -56,8 +58,18 @@ class PredictRequestSerializer(serializers.Serializer):
                   "while drawing): it is removed once this one is stored, so a drawing is recorded once.")
 
 
+class ImageListField(serializers.ListField):
+    """At least one image, at most ``PREDICT_BATCH_MAX`` (read when a serializer is made, so the schema and the
+    checks follow the setting)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{"child": ImageField(), "allow_empty": False, "min_length": 1,
+                            "max_length": settings.PREDICT_BATCH_MAX, **kwargs})
+
+
 class PredictBatchRequestSerializer(serializers.Serializer):
-    images = serializers.ListField(child=ImageField(), allow_empty=False)
+    images = ImageListField(help_text="Images as `image` of POST /api/predict/ takes them (base64). More than "
+                                      "`PREDICT_BATCH_MAX` (default 32): 413 `too_many_images`.")
     model = serializers.IntegerField(required=False, allow_null=True)
 
     def to_internal_value(self, data):
@@ -70,35 +82,45 @@ class PredictBatchRequestSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# The label fields take any JSON value, so that every wrong one gets the same 400 invalid_label from
+# classifier.labels.label_value; the schema says which values are right.
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": 9})
+class DigitLabelField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({"oneOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "string", "enum": ["x"]}]})
+class ReviewLabelField(serializers.JSONField):
+    pass
+
+
 class LabelRequestSerializer(serializers.Serializer):
-    label = serializers.JSONField(allow_null=True, help_text="The correct digit, 0-9.")
-    label_key = serializers.CharField(required=False, max_length=100, write_only=True,
+    label = DigitLabelField(allow_null=True, help_text="The correct digit, 0-9.")
+    label_key = StrictCharField(required=False, max_length=100, write_only=True,
                                       help_text="The prediction's label key, from the predict reply (clients "
                                                 "without the predicting session or user).")
 
 
 class ReviewLabelRequestSerializer(StrictSerializer):
-    label = serializers.JSONField(allow_null=True,  # null is refused as invalid_label, with the others
-                                  help_text='The digit drawn, 0-9, or "x": not a digit (it will never train).')
+    label = ReviewLabelField(allow_null=True,  # null is refused as invalid_label, with the others
+                             help_text='The digit drawn, 0-9, or "x": not a digit (it will never train).')
+
+
+# At most 500 ids, each a positive whole number below 2**63 (18 digits at most), no leading zero; or blank.
+SKIP_IDS = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,499}$"
 
 
 class ReviewQueryParamsSerializer(StrictSerializer):
-    skip = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="",
-                                 help_text="Comma-separated ids this reviewer skipped (at most 500).")
+    skip = serializers.RegexField(SKIP_IDS, required=False, allow_blank=True, max_length=4000, default="",
+                                  error_messages={"invalid": "Comma-separated prediction ids, at most 500."},
+                                  help_text="Comma-separated ids this reviewer skipped (at most 500).")
     count = serializers.IntegerField(required=False, min_value=1, max_value=10, default=3,
                                      help_text="How many drawings to send (the next one and a few to prefetch).")
 
     def validate_skip(self, value: str) -> list[int]:
-        parts = [part for part in value.split(",") if part.strip()]
-        if len(parts) > 500:
-            raise serializers.ValidationError("At most 500 skipped ids.")
-        try:
-            ids = [int(part) for part in parts]
-        except ValueError:
-            raise serializers.ValidationError("Comma-separated prediction ids.") from None
-        if any(not 0 < pk < 2**63 for pk in ids):
-            raise serializers.ValidationError("Comma-separated prediction ids.")
-        return ids
+        if value and not re.fullmatch(SKIP_IDS, value):  # the field's check lets "$" match before a final newline
+            raise serializers.ValidationError("Comma-separated prediction ids, at most 500.")
+        return [int(part) for part in value.split(",") if part]
 
 
 class ModelVersionRefSerializer(serializers.Serializer):
@@ -140,7 +162,7 @@ class PredictBatchResultSerializer(serializers.Serializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     checkpoint_url = serializers.SerializerMethodField()
 
     class Meta:

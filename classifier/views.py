@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, permissions, serializers as drf_serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import PageNumberPagination
@@ -21,6 +21,7 @@ from engine.preprocessing import to_png_bytes
 from mnistsite.clients import client_address
 from mnistsite.errors import ApplicationError
 from mnistsite.parsers import JSONParser
+from mnistsite.schema import errors
 
 from . import lifecycle, quality, shadow
 from .labels import label_record
@@ -52,9 +53,6 @@ from .services import (
     prediction_create_batch,
     prediction_label,
 )
-
-ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
-
 
 def _client(request: Request) -> Client:
     """The caller as recorded on a prediction. A browser on the site gets a session (for labelling)."""
@@ -101,8 +99,13 @@ class PredictView(APIView):
     @extend_schema(
         summary="Recognize a drawn digit",
         request={"application/json": PredictRequestSerializer, "multipart/form-data": PredictRequestSerializer},
-        responses={200: PredictionResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 413: ERROR, 422: ERROR, 429: ERROR,
-                   503: ERROR},
+        responses={200: PredictionResultSerializer, **errors(
+            400, 401, 403, 404, 413, 415, 422, 429, 503,
+            s403="A model version that was never active (and did not ship) or is archived, for anyone but staff "
+                 "(`model_not_public`); or a session-authenticated request without its CSRF token.",
+            s404="No such model version (`model_not_found`).",
+            s422="The image holds no drawing (`empty_drawing`).",
+            s503="No model version can serve (`model_unavailable`).")},
     )
     def post(self, request: Request) -> Response:
         serializer = PredictRequestSerializer(data=request.data)
@@ -123,8 +126,13 @@ class PredictBatchView(APIView):
         description="Up to `PREDICT_BATCH_MAX` images (default 32). All or nothing: if one image is bad, "
                     "nothing is stored and the error names its index.",
         request=PredictBatchRequestSerializer,
-        responses={200: PredictBatchResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR, 413: ERROR, 422: ERROR,
-                   429: ERROR},
+        responses={200: PredictBatchResultSerializer, **errors(
+            400, 401, 403, 404, 413, 415, 422, 429, 503,
+            s403="A model version that was never active (and did not ship) or is archived, for anyone but staff "
+                 "(`model_not_public`); or a session-authenticated request without its CSRF token.",
+            s404="No such model version (`model_not_found`).",
+            s422="An image holds no drawing (`empty_drawing`; `detail.index` names it).",
+            s503="No model version can serve (`model_unavailable`).")},
     )
     def post(self, request: Request) -> Response:
         serializer = PredictBatchRequestSerializer(data=request.data)
@@ -147,17 +155,19 @@ class ModelStatusView(APIView):
                        "error": drf_serializers.CharField(allow_null=True),
                        "loaded_versions": drf_serializers.ListField(child=drf_serializers.DictField()),
                        "counts": drf_serializers.DictField(),
-                   })})
+                   }), **errors(401)})
     def get(self, request: Request) -> Response:
         return Response(model_status(staff=bool(request.user and request.user.is_staff)))
 
 
+@extend_schema_view(get=extend_schema(responses={200: ModelVersionSerializer(many=True), **errors(401, 404)}))
 class ModelVersionListView(generics.ListAPIView):
     permission_classes = [permissions.AllowAny]
     serializer_class = ModelVersionSerializer
     queryset = ModelVersion.objects.all()
 
 
+@extend_schema_view(get=extend_schema(responses={200: ModelVersionSerializer, **errors(401, 404)}))
 class ModelVersionDetailView(generics.RetrieveAPIView):
     permission_classes = [permissions.AllowAny]
     serializer_class = ModelVersionSerializer
@@ -209,7 +219,12 @@ class PredictionLabelView(APIView):
                                "/ `LABELS_EVIDENCE_TRUST` allow (docs/trust.md). "
                                "`label` in the answer is the digit given.",
                    request=LabelRequestSerializer,
-                   responses={200: LabelResultSerializer, 400: ERROR, 403: ERROR, 404: ERROR})
+                   responses={200: LabelResultSerializer, **errors(
+                       400, 401, 403, 404, 415,
+                       s400="The label is not a digit 0-9 (`invalid_label`), or the body is malformed.",
+                       s403="Not this prediction's client nor staff (`permission_denied`), or a `label_key` that "
+                            "does not match (`label_key_mismatch`), or a session's request without its CSRF token.",
+                       s404="No such prediction.")})
     def post(self, request: Request, pk: int) -> Response:
         prediction = get_object_or_404(Prediction, pk=pk)
         self.check_object_permissions(request, prediction)
@@ -235,7 +250,7 @@ class ReviewNextView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(summary="The next drawings to label in the review queue (staff)",
-                   parameters=[ReviewQueryParamsSerializer], responses={200: REVIEW, 400: ERROR, 401: ERROR, 403: ERROR})
+                   parameters=[ReviewQueryParamsSerializer], responses={200: REVIEW, **errors(400, 401, 403)})
     def get(self, request: Request) -> Response:
         params = ReviewQueryParamsSerializer(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
@@ -250,7 +265,9 @@ class ReviewLabelView(APIView):
                    responses={200: inline_serializer("ReviewLabelled", {
                        "id": drf_serializers.IntegerField(), "label": drf_serializers.IntegerField(allow_null=True),
                        "not_a_digit": drf_serializers.BooleanField(), "counts": drf_serializers.DictField(),
-                   }), 400: ERROR, 401: ERROR, 403: ERROR, 404: ERROR})
+                   }), **errors(400, 401, 403, 404, 415,
+                                s400='The label is not a digit 0-9 nor "x" (`invalid_label`), or the body is '
+                                     'malformed.')})
     def post(self, request: Request, pk: int) -> Response:
         prediction = get_object_or_404(Prediction, pk=pk)
         serializer = ReviewLabelRequestSerializer(data=request.data)
@@ -261,6 +278,17 @@ class ReviewLabelView(APIView):
                          "counts": review_counts()})
 
 
+def _whole(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+@extend_schema_view(get=extend_schema(
+    # The filters' bounds (classifier.filters), which the filter backend's schema leaves out.
+    parameters=[OpenApiParameter("digit", _whole(0, 9), description="The digit the model answered."),
+                OpenApiParameter("label", _whole(0, 9), description="The digit a person said it is."),
+                OpenApiParameter("model_version", _whole(1, 2**63 - 1), description="A model version's id.")],
+    responses={200: PredictionSerializer(many=True), **errors(
+        400, 401, 403, 404, s400="A filter's value is invalid (`invalid_request`).")}))
 class PredictionListView(generics.ListAPIView):
     permission_classes = [permissions.IsAdminUser]
     serializer_class = PredictionSerializer
@@ -280,7 +308,7 @@ class StatsView(APIView):
                     "accuracy per `QUALITY_BUCKET` labelled drawings of each version, in the order drawn. "
                     "`quality_checks`: each version's last `QUALITY_WINDOW` labelled drawings against its "
                     "field-set accuracy; `state` is `warning` when lower by more than `QUALITY_WARNING_MARGIN`.",
-        responses={200: StatsSerializer, 401: ERROR, 403: ERROR},
+        responses={200: StatsSerializer, **errors(401, 403)},
     )
     def get(self, request: Request) -> Response:
         return Response({**prediction_stats(), **quality.quality_report()})
@@ -295,7 +323,8 @@ class MnistRandomView(APIView):
                        "index": drf_serializers.IntegerField(), "label": drf_serializers.IntegerField(),
                        "image": drf_serializers.CharField(help_text="base64 PNG, 28x28, white ink on black"),
                        "prediction": drf_serializers.DictField(),
-                   }), 503: ERROR})
+                   }), **errors(401, 429, 503, s503="The MNIST test set is not on this server "
+                                                         "(`mnist_unavailable`), or no model version can serve.")})
     def get(self, request: Request) -> Response:
         staff = bool(request.user and request.user.is_active and request.user.is_staff)
         return Response(mnist_random_sample(staff=staff), status=status.HTTP_200_OK)
@@ -330,7 +359,7 @@ class ModelActivateView(APIView):
                                "An archived version, or a candidate never active, is refused (409 "
                                "`activation_needs_gate`: promote it through the gate) unless `force` is true with a "
                                "`reason` (400 `reason_required` without one); the audit log then says `forced`.",
-                   request=ActivateRequestSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   request=ActivateRequestSerializer, responses={200: SWITCH, **errors(400, 401, 403, 404, 409, 415)})
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         serializer = ActivateRequestSerializer(data=request.data)
@@ -344,7 +373,7 @@ class ModelRollbackView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(summary="Activate the version that was active before the current one",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 409: ERROR})
+                   request=ReasonSerializer, responses={200: SWITCH, **errors(400, 401, 403, 409, 415)})
     def post(self, request: Request) -> Response:
         reason = _reason(request)
         return _switch_result(request, lifecycle.model_version_rollback(by=request.user, reason=reason))
@@ -354,7 +383,7 @@ class ModelArchiveView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(summary="Archive a model version (not the active one)",
-                   request=ReasonSerializer, responses={200: SWITCH, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   request=ReasonSerializer, responses={200: SWITCH, **errors(400, 401, 403, 404, 409, 415)})
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         reason = _reason(request)
@@ -368,8 +397,10 @@ class LifecycleEventListView(APIView):
                    operation_id="models_events_list",
                    responses={200: inline_serializer("LifecycleEvents", {
                        "count": drf_serializers.IntegerField(),
+                       "next": drf_serializers.URLField(allow_null=True),
+                       "previous": drf_serializers.URLField(allow_null=True),
                        "results": drf_serializers.ListField(child=drf_serializers.DictField()),
-                   }), 401: ERROR, 403: ERROR})
+                   }), **errors(401, 403, 404)})
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(lifecycle_events(), request, view=self)
@@ -397,20 +428,20 @@ class ModelShadowView(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     @extend_schema(summary="A candidate's shadow evaluation: agreement with the active version, accuracy on "
-                   "the drawings labelled since", responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR})
+                   "the drawings labelled since", responses={200: SHADOW, **errors(401, 403, 404)})
     def get(self, request: Request, pk: int) -> Response:
         return _shadow_result(request, get_object_or_404(ModelVersion, pk=pk))
 
     @extend_schema(summary="Put a candidate in shadow: it answers live drawings in the background, beside the "
                    "active version", request=ReasonSerializer,
-                   responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   responses={200: SHADOW, **errors(400, 401, 403, 404, 409, 415)})
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         reason = _reason(request)
         return _shadow_result(request, shadow.shadow_start(version=version, by=request.user, reason=reason))
 
     @extend_schema(summary="Take a candidate out of shadow (its shadow answers are kept)", request=ReasonSerializer,
-                   responses={200: SHADOW, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   responses={200: SHADOW, **errors(400, 401, 403, 404, 409, 415)})
     def delete(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         reason = _reason(request)
@@ -425,7 +456,7 @@ class ModelPromoteView(APIView):
                    responses={200: inline_serializer("PromoteResult", {
                        "promoted": drf_serializers.BooleanField(), "decision": drf_serializers.DictField(),
                        "model": ModelVersionSerializer(), "event": drf_serializers.DictField(allow_null=True),
-                   }), 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   }), **errors(400, 401, 403, 404, 409, 415)})
     def post(self, request: Request, pk: int) -> Response:
         version = get_object_or_404(ModelVersion, pk=pk)
         reason = _reason(request)

@@ -21,7 +21,7 @@ from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from mnistsite.errors import ApplicationError
 from mnistsite.lockout import LOCKED_OUT, lockout_message, lockout_seconds
+from mnistsite.schema import errors
 from mnistsite.serializers import StrictSerializer
 from mnistsite.throttling import FailOpenScopedRateThrottle
 
@@ -37,9 +38,6 @@ from mnistsite.throttling import FailOpenScopedRateThrottle
 # passwords are also locked out per account and client (mnistsite.lockout), as on the login pages.
 TOKEN_THROTTLE = "10/min"
 SHOWN_PREFIX = 4  # characters of a stored key shown on the page, enough to tell two keys apart
-
-ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
-
 
 # ---------------------------------------------------------------------------- writes
 
@@ -88,7 +86,10 @@ class TokenObtainView(APIView):
                     "previous one. Send it as `Authorization: Token <key>`.",
         request=TokenRequestSerializer,
         responses={201: inline_serializer("TokenIssued", {"token": serializers.CharField()}),
-                   400: ERROR, 429: ERROR},
+                   **errors(400, 415, 429,
+                            s400="Wrong username or password (`invalid_credentials`), or a malformed body.",
+                            s429="Too many attempts from this address (`throttled`), or sign-ins locked out "
+                                 "after repeated failures (`locked_out`).")},
         auth=[],
     )
     def post(self, request: Request) -> Response:

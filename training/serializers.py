@@ -28,6 +28,9 @@ def _api_field(option: RunOption) -> serializers.Field:
 RetrainRequestSerializer = type(
     "RetrainRequestSerializer", (StrictSerializer,),
     {"__doc__": "A run request: the options of ``RunSpec``.",
+     # From scratch a run needs an architecture; fine-tuning takes it from the base version.
+     "schema_constraints": {"anyOf": [{"required": ["arch"], "properties": {"arch": {"type": "string"}}},
+                                      {"required": ["base_version"], "properties": {"base_version": {"type": "integer"}}}]},
      **{option.name: _api_field(option) for option in run_options()}},
 )
 

@@ -7,11 +7,14 @@ from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, permissions, serializers as drf_serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from mnistsite.schema import errors
+from mnistsite.serializers import StrictSerializer
 
 from . import selectors
 from .filters import TrainingRunFilter
@@ -20,7 +23,6 @@ from .policy import policy_get, policy_pause, policy_resume, policy_status, poli
 from .serializers import RetrainRequestSerializer, RunStartedSerializer
 from .services import training_run_cancel, training_run_start
 
-ERROR = OpenApiResponse(description='`{"error": {"code", "message", "detail"}}`')
 STATE = inline_serializer("RunState", {"id": drf_serializers.IntegerField(), "status": drf_serializers.CharField()})
 
 
@@ -51,7 +53,13 @@ class RetrainView(APIView):
         description="Queues a run (Celery worker, or a thread of the server without a broker) and answers at once. "
                     "Options left out take the architecture's recipe. Follow it at `url` or on the WebSocket `ws_url`.",
         request=RetrainRequestSerializer,
-        responses={202: RunStartedSerializer, 400: ERROR, 401: ERROR, 403: ERROR},
+        responses={202: RunStartedSerializer, **errors(
+            400, 401, 403, 409, 415, 503,
+            s400="An option out of its bounds, an unknown option, or a combination that cannot train "
+                 "(`invalid_config`: e.g. no `arch` and no `base_version`, `mnist_limit` leaving no batch, "
+                 "`device` cuda without a GPU, a `base_version` that does not exist).",
+            s409="Too many runs queued or running, yours or everyone's (`too_many_runs`: `detail` lists them).",
+            s503="The run could not be queued: the broker is unreachable (`queue_unavailable`).")},
     )
     def post(self, request: Request) -> Response:
         serializer = RetrainRequestSerializer(data=request.data)
@@ -75,7 +83,7 @@ class RunListView(generics.GenericAPIView):
                        "count": drf_serializers.IntegerField(), "next": drf_serializers.URLField(allow_null=True),
                        "previous": drf_serializers.URLField(allow_null=True),
                        "results": drf_serializers.ListField(child=drf_serializers.DictField()),
-                   }), 401: ERROR, 403: ERROR})
+                   }), **errors(400, 401, 403, 404, s400="`status` is not a run state (`invalid_request`).")})
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response([{**selectors.run_summary(run), **_absolute(request, run)} for run in page])
@@ -85,7 +93,7 @@ class RunDetailView(APIView):
     permission_classes = RUN_PERMISSIONS
 
     @extend_schema(summary="A run's full state: config, progress, history, metrics, log, version",
-                   responses={200: STATE, 401: ERROR, 403: ERROR, 404: ERROR})
+                   responses={200: STATE, **errors(401, 403, 404)})
     def get(self, request: Request, pk: int) -> Response:
         run = selectors.run_get(pk)
         if run is None:
@@ -97,7 +105,8 @@ class RunCancelView(APIView):
     permission_classes = RUN_PERMISSIONS
 
     @extend_schema(summary="Cancel a run (a running one stops within one batch)", request=None,
-                   responses={202: STATE, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR})
+                   responses={202: STATE, **errors(401, 403, 404, 409, s409="The run has already finished "
+                                                                            "(`run_finished`).")})
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(TrainingRun, pk=pk)
         run = training_run_cancel(run=run, by=request.user)
@@ -108,17 +117,11 @@ class RunCancelView(APIView):
 # ---------------------------------------------------------------------------- the retraining policy
 
 
-class PolicyUpdateSerializer(drf_serializers.Serializer):
+class PolicyUpdateSerializer(StrictSerializer):
     paused = drf_serializers.BooleanField(required=False, help_text="true pauses the policy, false resumes it.")
     reason = drf_serializers.CharField(required=False, allow_blank=True, max_length=500)
     min_new_labels = drf_serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
     shadow_min_labels = drf_serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
-        if unknown:
-            raise drf_serializers.ValidationError({name: "unknown field" for name in unknown})
-        return attrs
 
 
 def _policy_state(policy: RetrainPolicy) -> dict[str, Any]:
@@ -152,13 +155,16 @@ class PolicyView(APIView):
     """Staff only (the default permission): read the policy, pause or resume it, change its thresholds."""
 
     @extend_schema(summary="The automatic retraining policy: status, thresholds, recent actions",
-                   responses={200: POLICY_STATE, 401: ERROR, 403: ERROR})
+                   responses={200: POLICY_STATE, **errors(401, 403)})
     def get(self, request: Request) -> Response:
         return Response(_policy_state(policy_get()))
 
     @extend_schema(summary="Pause or resume the retraining policy, or change its thresholds",
                    request=PolicyUpdateSerializer,
-                   responses={200: POLICY_STATE, 400: ERROR, 401: ERROR, 403: ERROR, 409: ERROR})
+                   responses={200: POLICY_STATE, **errors(
+                       400, 401, 403, 409, 415,
+                       s409="Pausing a paused policy (`already_paused`), or resuming one that is not paused "
+                            "(`not_paused`).")})
     def post(self, request: Request) -> Response:
         serializer = PolicyUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
