@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import F
 from torch import nn
 
+from mnistsite import metrics
 from mnistsite.errors import ApplicationError
 from engine.checkpoint import CheckpointError, model_from_checkpoint
 from engine.nets import inference_copy
@@ -134,10 +135,12 @@ class InferenceRegistry:
                 failure = Failure.of(exc)
                 self._failures[key] = failure
                 log.error("cannot load model version %s (%s): %s", ref.id, ref.label, failure.detail)
+                metrics.model_load(ok=False)
                 raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failure.public}") from None
             self._failures.pop(key, None)
             self._models[key] = serving
             log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
+            metrics.model_load(ok=True)
             return serving
 
     def _read(self, ref: VersionRef) -> tuple[nn.Module, float, str]:

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from mnistsite import metrics
 from mnistsite.errors import ApplicationError
 
 from .images import DecodedImage
@@ -87,7 +88,11 @@ def _model_for(version_id: int | None, *, staff: bool = False) -> ServingModel:
     vetted (``ModelVersion.objects.vetted()``: active once, or shipped, and not archived) unless the caller is
     staff: fresh candidates and archived versions are not the public's to ask (403 ``model_not_public``)."""
     if version_id is None:
-        return registry.serving()
+        try:
+            return registry.serving()
+        except ApplicationError:
+            metrics.prediction(version="none", outcome="unavailable")
+            raise
     version = ModelVersion.objects.filter(pk=version_id).first()
     if version is None:
         raise ApplicationError("model_not_found", f"There is no model version {version_id}.",
@@ -179,6 +184,7 @@ def prediction_create(
     probabilities = model.probabilities(tensor.unsqueeze(0))[0].tolist()
     answer = ModelAnswer(model=model, probabilities=probabilities)
     latency_ms = (time.perf_counter() - started) * 1000
+    metrics.prediction(version=model.ref.id, seconds=latency_ms / 1000)
     label_key, digest = new_label_key()
     prediction = _store(image, tensor, answer, latency_ms, client, digest)
     if replaces is not None:
@@ -218,6 +224,7 @@ def prediction_create_batch(
     model = _model_for(model_version_id, staff=_is_staff(client))
     probabilities = model.probabilities(torch.stack(tensors)).tolist()
     latency_ms = (time.perf_counter() - started) * 1000 / max(len(images), 1)
+    metrics.prediction(version=model.ref.id, seconds=latency_ms / 1000, count=len(images))
     outcomes = []
     stored: list[Prediction] = []
     try:

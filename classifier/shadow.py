@@ -58,6 +58,7 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from engine.checkpoint import CheckpointError
+from mnistsite import metrics
 from mnistsite.errors import ApplicationError
 
 from .checkpoints import version_model
@@ -182,6 +183,7 @@ class _ShadowAnswers:
     def _count(self, name: str, n: float = 1) -> None:
         with self._lock:
             self.counts[name] += n
+        metrics.shadow(name, n)
 
     @contextmanager
     def _cpu_counted(self) -> Iterator[None]:

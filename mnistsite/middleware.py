@@ -1,11 +1,17 @@
 """Middleware of the project."""
 from __future__ import annotations
 
+import ipaddress
+import re
+import uuid
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
+
+from mnistsite import health, logs
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
@@ -39,3 +45,59 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
         return await self.get_response(request)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _from_trusted_proxy(request: HttpRequest) -> bool:
+    peer = request.META.get("REMOTE_ADDR", "")
+    networks = getattr(settings, "TRUSTED_PROXIES", None) or ()
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks
+               if ipaddress.ip_network(net, strict=False).version == address.version)
+
+
+class RequestIdMiddleware:
+    """Every request gets an id: the ``X-Request-ID`` a trusted proxy (``TRUSTED_PROXIES``) sent, else a new
+    one. It is returned in the ``X-Request-ID`` response header and carried by every log line written while
+    the request runs (``mnistsite.logs``)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        given = request.META.get("HTTP_X_REQUEST_ID", "")
+        if not (given and _REQUEST_ID.match(given) and _from_trusted_proxy(request)):
+            given = uuid.uuid4().hex
+        request.request_id = given
+        with logs.bind(request_id=given):
+            response = self.get_response(request)
+        response["X-Request-ID"] = given
+        return response
+
+
+class OperationsMiddleware:
+    """``/healthz``, ``/readyz`` and ``/metrics`` (``mnistsite.health``), answered before host validation,
+    sessions and CSRF: a load balancer probes by address, and a probe must not make a session."""
+
+    ROUTES = {"/healthz": health.healthz, "/readyz": health.readyz, "/metrics": health.metrics_view}
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        view = self.ROUTES.get(request.path_info.rstrip("/") or "/")
+        if view is None:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse({"error": {"code": "method_not_allowed", "message": "Only GET is allowed here.",
+                                               "detail": None}}, status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        response = view(request)
+        response["Cache-Control"] = "no-store"
+        return response

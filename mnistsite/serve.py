@@ -20,11 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from mnistsite.checks import require_migrated
 
 BIN = Path(sys.executable).parent
 
@@ -107,12 +111,28 @@ def command(argv: Sequence[str] | None = None) -> list[str]:
     return ws_command(host=args.host, port=args.port)
 
 
+def prepare_metrics_folder(*, port: int) -> Path:
+    """prometheus_client's multiprocess folder for the HTTP workers (PROMETHEUS_MULTIPROC_DIR, else one per
+    port under the temp folder), emptied: counters start at zero with the server, and the workers' files sum."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / f"mnistsite-metrics-{port}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
     role = parse(argv).role
     if role in PRODUCTION_ROLES:
         require_production_debug_off(f"python -m mnistsite.serve {role}")
     argv_out = command(argv)
+    if role == "http":
+        prepare_metrics_folder(port=parse(argv).port)
+    if role in PRODUCTION_ROLES:  # migrations are a release step (`make release`): refuse a database without them
+        django.setup(set_prefix=False)
+        require_migrated()
     os.execv(argv_out[0], argv_out)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from mnistsite.logs import logging_config
+
 from mnistsite.clients import parse_trusted_proxies
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -108,9 +110,13 @@ INSTALLED_APPS = [
     "classifier",
     "training",
     "dashboard",
+    "django_celery_beat",  # beat's schedule in the database (mnistsite.beat)
+    "mnistsite.apps.MnistsiteConfig",  # system checks of the layout, the beat schedule's seed, Sentry
 ]
 
 MIDDLEWARE = [
+    "mnistsite.middleware.RequestIdMiddleware",  # X-Request-ID on every response and log line
+    "mnistsite.middleware.OperationsMiddleware",  # /healthz, /readyz, /metrics before host checks and sessions
     "django.middleware.security.SecurityMiddleware",
     "mnistsite.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -465,14 +471,12 @@ if not isinstance(RETRAIN_POLICY_RUN_OPTIONS, dict):
     raise ImproperlyConfigured("RETRAIN_POLICY_RUN_OPTIONS must be a JSON object, e.g. {\"epochs\": 1}")
 # Celery beat sends the policy's check to the training queue; a check not taken within one interval
 # (the worker was training) expires: the next one comes anyway.
+# The schedule lives in the database (django-celery-beat): `migrate` seeds the "retrain-policy" periodic task
+# from RETRAIN_POLICY_INTERVAL_SECONDS when it is missing; staff change it in the admin. The scheduler sends
+# it once per interval however many beats run (mnistsite.beat); nothing is scheduled from the settings.
 CELERY_IMPORTS = ("training.policy_schedule",)
-CELERY_BEAT_SCHEDULE = {
-    "retrain-policy": {
-        "task": "training.policy_check",
-        "schedule": RETRAIN_POLICY_INTERVAL_SECONDS,
-        "options": {"queue": TRAINING_QUEUE, "expires": RETRAIN_POLICY_INTERVAL_SECONDS},
-    },
-}
+CELERY_BEAT_SCHEDULER = "mnistsite.beat.PolicyBeatScheduler"
+CELERY_BEAT_SCHEDULE: dict = {}
 # Shadow evaluation (classifier.shadow): when > 0, the gate refuses a candidate in shadow until its
 # shadow answers cover this many labelled drawings, and any loss on them (significantly worse, or below
 # the active version's accuracy minus PROMOTION_MARGIN_FIELD). 0: shadow traffic is evidence, not required.
@@ -525,12 +529,28 @@ DRAWINGS_IMPORT_MAX_ROWS = int(os.environ.get("DRAWINGS_IMPORT_MAX_ROWS", 200_00
 # (engine.nets.MAX_PARAMETERS, 20 M parameters) is 80 MB.
 CHECKPOINT_UPLOAD_MAX_BYTES = int(os.environ.get("CHECKPOINT_UPLOAD_MAX_BYTES", 200 * 1024 * 1024))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # Django's own console handler on "django" (DEBUG only) would print each of its records a second time
-    # next to the root's: "django" (django.request's 4xx/5xx, ...) only propagates to the root.
-    "loggers": {"django": {"handlers": [], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": True}},
-}
+# ---------------------------------------------------------------- operations (docs/operations/running.md)
+# SITE_LAYOUT=multi says the site runs on several machines: the system check mnistsite.E001 then refuses
+# settings that only work on one (no REDIS_URL, SQLite, thread executor). Unset, with DEBUG off and
+# one-process fallbacks, mnistsite.W001 warns; SITE_LAYOUT=single says one process is intended (no warning).
+SITE_LAYOUT = os.environ.get("SITE_LAYOUT", "")
+if SITE_LAYOUT not in {"", "single", "multi"}:
+    raise ImproperlyConfigured(f"SITE_LAYOUT must be single or multi, got {SITE_LAYOUT!r}")
+# /metrics (Prometheus text) answers a request with "Authorization: Bearer $METRICS_TOKEN" or one from an
+# address in METRICS_ALLOWED_NETWORKS (comma-separated, e.g. 10.0.0.0/8,127.0.0.1/32); with neither set it is 404.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+# /readyz gives up on each backing service after this many seconds.
+READYZ_TIMEOUT_SECONDS = float(os.environ.get("READYZ_TIMEOUT_SECONDS", 1.0))
+# Errors to Sentry only when SENTRY_DSN is set (sentry_sdk is not initialised otherwise).
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = os.environ.get("SENTRY_ENVIRONMENT", "")
+SENTRY_TRACES_SAMPLE_RATE = float(os.environ.get("SENTRY_TRACES_SAMPLE_RATE", 0.0))
+# LOG_FORMAT=json: one JSON object per line with request_id, run_id and version_id (mnistsite.logs).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
+# Django's own console handler on "django" (DEBUG only) would print each of its records a second time
+# next to the root's: "django" (django.request's 4xx/5xx, ...) only propagates to the root.
+LOGGING["loggers"] = {"django": {"handlers": [], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": True}}

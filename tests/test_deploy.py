@@ -24,7 +24,7 @@ def _commands() -> list[tuple[str, list[str]]]:
 def test_every_process_of_the_production_layout_has_a_unit():
     units = {unit for unit, _ in _commands()}
     assert units == {"mnistsite-web.service", "mnistsite-ws.service", "mnistsite-worker.service",
-                     "mnistsite-shadow.service"}
+                     "mnistsite-shadow.service", "mnistsite-beat.service", "mnistsite-release.service"}
 
 
 @pytest.mark.parametrize(("unit", "argv"), _commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
@@ -32,6 +32,9 @@ def test_each_unit_command_parses(unit, argv):
     if argv[:2] == ["-m", "mnistsite.serve"]:
         command = serve.command(argv[2:])
         assert Path(command[0]).name in {"granian", "daphne"}
+        return
+    if argv[:2] == ["-m", "celery"]:
+        assert argv[2:5] == ["-A", "mnistsite", "beat"], f"{unit}: {argv}"
         return
     assert argv[0] == "manage.py", f"{unit}: {argv}"
     name, *options = argv[1:]

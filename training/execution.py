@@ -28,6 +28,7 @@ from engine.checkpoint import CheckpointError
 from engine.data import DataError, mnist_fingerprint
 from engine.job import train_to_checkpoint
 from engine.trainer import TrainConfig
+from mnistsite import logs
 from mnistsite.errors import ApplicationError
 
 from . import events
@@ -146,7 +147,7 @@ def training_threads() -> Iterator[int]:
 
 def training_run_execute(*, run_id: int) -> None:
     """Run a queued training run to its end. Safe to call twice: only one caller can claim a run."""
-    with training_threads():
+    with training_threads(), logs.bind(run_id=run_id):  # its log lines carry the run's id
         _execute(run_id)
 
 

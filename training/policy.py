@@ -43,6 +43,7 @@ from classifier.lifecycle import model_version_activate
 from classifier.models import Label, ModelVersion, Prediction
 from classifier.promotion import GateDecision
 from classifier.shadow import shadow_gate, shadow_report, shadow_stop
+from mnistsite import metrics
 from mnistsite.errors import ApplicationError
 
 from .models import RetrainPolicy, RetrainPolicyEvent, TrainingRun
@@ -273,7 +274,7 @@ def _settle(policy: RetrainPolicy, judge: _Judge, decision: GateDecision) -> Pol
 def policy_check_once() -> PolicyOutcome | None:
     """One scheduled check: never raises (logs instead), releases the connection (a background thread's)."""
     try:
-        return policy_check()
+        return metrics.policy_checked(policy_check())
     except Exception:
         log.exception("the retraining policy's check failed")
         return None

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
 from classifier.shadow import CpuGauge, ShadowPoller
+from mnistsite.checks import require_migrated
 
 log = logging.getLogger("classifier.shadow")
 
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         parser.add_argument("--looks", type=int, default=0, help="stop after this many looks (default: run until stopped)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        require_migrated()  # migrations are a release step (`make release`)
         if settings.SHADOW_WORKER != "process":
             self.stderr.write(self.style.WARNING(
                 "SHADOW_WORKER is 'thread': the web processes answer for the shadow themselves, so this process "

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mnistsite.checks import require_migrated
 from mnistsite.serve import require_production_debug_off
 
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             require_production_debug_off("manage.py worker")
         except SystemExit as exc:
             raise CommandError(str(exc)) from None
+        require_migrated()  # migrations are a release step (`make release`)
         queues = opts["queues"] or settings.TRAINING_QUEUE
         if opts["gpu"]:
             queues += f",{settings.TRAINING_GPU_QUEUE}"
