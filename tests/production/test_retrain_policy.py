@@ -162,6 +162,8 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
         # skipping looks under load is tested on its own (tests/classifier/test_shadow.py).
         "SHADOW_MAX_BUSY": "1.0",
     })
+    # beat's interval is the database's (migrate seeded the default): as staff set it in the admin
+    deployment.shell("from training.policy_schedule import policy_interval_set\npolicy_interval_set(seconds=1)")
     zero = int(deployment.shell(ZERO_VERSION).splitlines()[-1])
     q = deployment.query
 
