@@ -1,11 +1,11 @@
 # Quick start:  make run   (set up and serve the site on http://127.0.0.1:8000: HTTP and WebSockets,
-#                          one Granian process; see README "Process layout")
+#                          one Granian process; see docs/operations/index.md)
 #               make test  (run the test suite)
 # Production:   make release (once per deploy: migrate, collectstatic) then make serve (HTTP: Granian,
 #               WSGI) + make serve-ws (WebSockets: Daphne) + make worker (Celery, for training runs) +
 #               make beat (one per deployment: the retraining policy's schedule, kept in the database) +
 #               make shadow (one per deployment: candidates in shadow answer live drawings);
-#               see docs/operations/running.md, README "Process layout" and deploy/.
+#               see docs/operations/running.md, docs/operations/index.md and deploy/.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
