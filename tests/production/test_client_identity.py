@@ -1,0 +1,114 @@
+"""Spoofed X-Forwarded-For against the real entry points (``python -m mnistsite.serve http`` and ``site``):
+the throttles and the sign-in lockout count the socket's peer, unless TRUSTED_PROXIES names it; the servers
+never trust the header by themselves."""
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.support.drawings import SEVEN, canvas, encode
+
+pytestmark = pytest.mark.slow
+
+DRAWING = {"image": encode(canvas(SEVEN))}
+
+
+def post(url: str, body: dict, *, forwarded_for: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+class Browser:
+    """Cookies and CSRF tokens, as a browser posting the login form keeps them."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                  _NoRedirect())
+
+    def login(self, username: str, password: str, *, forwarded_for: str) -> tuple[int, str]:
+        page = self.opener.open(f"{self.base}/account/login/", timeout=30).read().decode()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        data = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": csrf,
+                                       "next": "/account/token/"}).encode()
+        request = urllib.request.Request(f"{self.base}/account/login/", data=data, method="POST",
+                                         headers={"X-Forwarded-For": forwarded_for, "Referer": f"{self.base}/"})
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    @property
+    def signed_in(self) -> bool:
+        return any(cookie.name == "sessionid" for cookie in self.jar)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _spoofing(base: str) -> tuple[list[int], list[tuple[int, dict]]]:
+    """8 predictions and 5 token requests, each with another made-up X-Forwarded-For."""
+    predictions = [post(f"{base}/api/predict/", DRAWING, forwarded_for=f"198.51.100.{i}")[0] for i in range(8)]
+    tokens = [post(f"{base}/api/token/", {"username": f"nobody{i}", "password": "guess"},
+                   forwarded_for=f"198.51.100.{i}") for i in range(5)]
+    return predictions, tokens
+
+
+def _assert_throttled(predictions: list[int], tokens: list[tuple[int, dict]]) -> None:
+    assert predictions == [200] * 5 + [429] * 3  # PREDICT_THROTTLE=5/min
+    assert [status for status, _ in tokens] == [400] * 3 + [429] * 2  # TOKEN_THROTTLE=3/min
+    assert tokens[-1][1]["error"]["code"] == "throttled"
+
+
+def test_the_http_entry_point_counts_the_peer_unless_a_trusted_proxy_forwarded(deployment):
+    deployment.shell("from django.contrib.auth import get_user_model\n"
+                     "get_user_model().objects.create_user('alice', password='a-long-pass-phrase-41')")
+    with deployment.serve("http", PREDICT_THROTTLE="5/min", TOKEN_THROTTLE="3/min") as base:
+        predictions, tokens = _spoofing(base)
+        guesser = Browser(base)
+        guesses = [guesser.login("alice", f"guess-{i}", forwarded_for=f"198.51.100.{i}")[0] for i in range(30)]
+        right, page = guesser.login("alice", "a-long-pass-phrase-41", forwarded_for="198.51.100.250")
+    _assert_throttled(predictions, tokens)
+    assert deployment.query("SELECT DISTINCT client_ip FROM classifier_prediction") == [("127.0.0.1",)]
+    # 30 wrong passwords then the right one, each from a "different" address: locked out, not signed in
+    assert guesses[:4] == [200] * 4 and set(guesses[4:]) == {429}  # the fifth failure locks (the default)
+    assert right == 429 and "Too many failed sign-in attempts" in page and not guesser.signed_in
+    attempts = deployment.query("SELECT ip_address, SUM(failures_since_start) FROM axes_accessattempt "
+                                "WHERE username = 'alice' GROUP BY ip_address")
+    assert attempts == [("127.0.0.1", 5)]  # one client; the refused guesses were not even counted
+
+    first = deployment.query("SELECT MAX(id) FROM classifier_prediction")[0][0]
+    with deployment.serve("http", PREDICT_THROTTLE="3/min", TRUSTED_PROXIES="127.0.0.1") as base:
+        # as nginx forwards them: each client has its own budget
+        separate = [post(f"{base}/api/predict/", DRAWING, forwarded_for=f"203.0.113.{i}")[0] for i in range(5)]
+        # one client writing its own header in front of the proxy's hop: still one client
+        one = [post(f"{base}/api/predict/", DRAWING, forwarded_for=f"6.6.6.{i}, 203.0.113.200")[0]
+               for i in range(5)]
+    assert separate == [200] * 5
+    assert one == [200] * 3 + [429] * 2
+    stored = deployment.query("SELECT client_ip FROM classifier_prediction WHERE id > %s ORDER BY id", first)
+    assert [row[0] for row in stored] == [f"203.0.113.{i}" for i in range(5)] + ["203.0.113.200"] * 3
+
+
+def test_the_one_process_site_ignores_a_made_up_forwarded_for(deployment):
+    with deployment.serve("site", PREDICT_THROTTLE="5/min", TOKEN_THROTTLE="3/min") as base:
+        predictions, tokens = _spoofing(base)
+    _assert_throttled(predictions, tokens)
+    assert deployment.query("SELECT DISTINCT client_ip FROM classifier_prediction") == [("127.0.0.1",)]
