@@ -24,7 +24,7 @@ urlpatterns = [
     path("", include("classifier.page_urls")),
     # Last: any other path under /api/ ending in "/" answers the JSON error shape, DEBUG or not (without the
     # slash, APPEND_SLASH first redirects to it, as for every endpoint).
-    re_path(r"^api/(?:.*/)?$", errors.api_not_found, name="api-not-found"),
+    re_path(r"^api/(?:[\s\S]*/)?$", errors.api_not_found, name="api-not-found"),  # [\s\S]: newlines too
 ]
 
 # Drawings and checkpoints are private: staff only, in every layout (mnistsite.media; behind nginx the file
