@@ -84,6 +84,13 @@ def _is_trusted(address: IPAddress, networks: tuple[Network, ...]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
+def is_trusted_proxy(address: str | None) -> bool:
+    """Whether ``address`` (a peer such as ``REMOTE_ADDR``) is one of the proxies ``TRUSTED_PROXIES`` names:
+    only such a peer's forwarded headers (X-Forwarded-For, X-Request-ID, ...) may be believed."""
+    parsed = _address(address or "")
+    return parsed is not None and _is_trusted(parsed, _trusted_networks())
+
+
 def resolve_client(peer: str | None, forwarded_for: str | None) -> str:
     """The client's address from the socket's peer and the X-Forwarded-For header (the rule above).
 

@@ -15,6 +15,7 @@ from mnistsite.clients import (
     client_address,
     client_address_from_scope,
     client_network,
+    is_trusted_proxy,
     parse_trusted_proxies,
     resolve_client,
 )
@@ -55,6 +56,13 @@ def test_a_peer_that_is_not_a_trusted_proxy_is_the_client_whatever_it_says(behin
 def test_behind_a_trusted_proxy_the_first_untrusted_hop_from_the_right_is_the_client(behind_proxy, forwarded_for,
                                                                                       client):
     assert resolve_client("127.0.0.1", forwarded_for) == client
+
+
+def test_whether_a_peer_is_a_trusted_proxy(behind_proxy):
+    assert is_trusted_proxy("127.0.0.1") and is_trusted_proxy("10.200.0.1") and is_trusted_proxy("fd00::1")
+    assert not is_trusted_proxy("203.0.113.9") and not is_trusted_proxy("") and not is_trusted_proxy(None)
+    behind_proxy.TRUSTED_PROXIES = []
+    assert not is_trusted_proxy("127.0.0.1")
 
 
 def test_ipv4_mapped_peers_are_ipv4_and_unknown_peers_are_empty(behind_proxy):

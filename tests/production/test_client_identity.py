@@ -1,16 +1,19 @@
-"""Spoofed X-Forwarded-For against the real entry points (``python -m mnistsite.serve http`` and ``site``):
+"""Spoofed X-Forwarded-For against the real entry points (``python -m mnistsite.serve http``, ``site``, ``ws``):
 the throttles and the sign-in lockout count the socket's peer, unless TRUSTED_PROXIES names it; the servers
 never trust the header by themselves."""
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
 import json
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.support.drawings import SEVEN, canvas, encode
 
@@ -112,3 +115,30 @@ def test_the_one_process_site_ignores_a_made_up_forwarded_for(deployment):
         predictions, tokens = _spoofing(base)
     _assert_throttled(predictions, tokens)
     assert deployment.query("SELECT DISTINCT client_ip FROM classifier_prediction") == [("127.0.0.1",)]
+
+
+async def _socket_firsts(url: str, origin: str, headers: list[str]) -> list[dict]:
+    """Open one dashboard socket per X-Forwarded-For value, all held open; each one's first message."""
+    sockets, firsts = [], []
+    for forwarded_for in headers:
+        socket = await connect(url, origin=origin, ping_interval=None, open_timeout=20,
+                               additional_headers={"X-Forwarded-For": forwarded_for})
+        sockets.append(socket)
+        firsts.append(json.loads(await asyncio.wait_for(socket.recv(), 20)))
+    for socket in sockets:
+        await socket.close()
+    return firsts
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [
+    ("", ["runs", "runs", "too_many_sockets_from_client"]),  # Daphne gives the peer; the header buys nothing
+    ("127.0.0.1", ["runs", "runs", "runs"]),  # behind the proxy: three clients
+])
+def test_the_socket_server_caps_sockets_per_client_by_the_same_rule(deployment, trusted, expected):
+    with deployment.serve("ws", DASHBOARD_MAX_SOCKETS_PER_CLIENT="2", TRUSTED_PROXIES=trusted) as base:
+        url = "ws" + base.removeprefix("http") + "/ws/training/"
+        with ThreadPoolExecutor(1) as thread:  # its own event loop (see test_sockets)
+            firsts = thread.submit(asyncio.run, _socket_firsts(url, base, [f"198.51.100.{i}" for i in range(3)]))
+            firsts = firsts.result()
+    assert [first.get("code", first["type"]) for first in firsts] == expected
+    assert deployment.log_problems() == []
