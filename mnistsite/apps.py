@@ -9,11 +9,12 @@ from __future__ import annotations
 import sentry_sdk
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.signals import request_finished
 from django.db.models.signals import post_migrate
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 
-from . import checks  # noqa: F401  (registers the layout check)
+from . import checks, logs  # noqa: F401  (checks: registers the layout check)
 from .celery import seed_beat_schedule
 
 
@@ -33,6 +34,7 @@ class MnistsiteConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_seed, dispatch_uid="mnistsite.seed_beat_schedule")
+        request_finished.connect(logs.request_done, dispatch_uid="mnistsite.logs.request_done")
         init_sentry()
 
 

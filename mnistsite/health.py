@@ -161,6 +161,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     allowed = metrics_allowed(request)
     if allowed is None:
         return JsonResponse({"error": {"code": "not_found", "message": "Not found.", "detail": None}}, status=404)
+    if not allowed and not settings.METRICS_TOKEN:
+        return JsonResponse({"error": {"code": "permission_denied", "message": "Not from an allowed network.",
+                                       "detail": None}}, status=403)
     if not allowed:
         response = JsonResponse({"error": {"code": "not_authenticated", "message": "A metrics token is needed.",
                                            "detail": None}}, status=401)

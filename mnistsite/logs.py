@@ -37,6 +37,11 @@ def bind(**values: Any) -> Iterator[None]:
             var.reset(token)
 
 
+def request_done(**kwargs: Any) -> None:
+    """``request_finished``: the thread's next log lines belong to no request."""
+    request_id.set(None)
+
+
 class ContextFilter(logging.Filter):
     """Puts the context's ids on every record (``%(request_id)s`` in a text format works too)."""
 

@@ -74,8 +74,10 @@ class RequestIdMiddleware:
         if not (given and _REQUEST_ID.match(given) and _from_trusted_proxy(request)):
             given = uuid.uuid4().hex
         request.request_id = given
-        with logs.bind(request_id=given):
-            response = self.get_response(request)
+        # Set, not bound to this call: Django logs a 4xx/5xx response (django.request) after the middleware
+        # returned; the id is cleared when the response is closed (request_finished, mnistsite.apps).
+        logs.request_id.set(given)
+        response = self.get_response(request)
         response["X-Request-ID"] = given
         return response
 
