@@ -16,16 +16,18 @@ from engine.evaluate import evaluate_sets
 from mnistsite.errors import ApplicationError
 
 from .drawings import Drawings, field_set
+from .mnist_source import mnist_ensure
 
 
 def mnist_test_set():
     """The MNIST test split, or a 503 ``mnist_unavailable`` error that says how to get it."""
     try:
-        return load_mnist(settings.MNIST_ROOT, "test")
+        return load_mnist(mnist_ensure(), "test")
     except DataError as exc:
         raise ApplicationError(
             "mnist_unavailable", "The MNIST test set is not available on this server, so the model cannot be "
-            "evaluated. Run `python manage.py fetch_mnist` or set MNIST_ROOT.", detail=str(exc), status=503,
+            "evaluated. Run `python manage.py fetch_mnist` (with --to-storage on a site with object storage) or set "
+            "MNIST_ROOT.", detail=str(exc), status=503,
         ) from None
 
 

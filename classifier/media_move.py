@@ -17,8 +17,9 @@ from django.core.files.storage import Storage, default_storage
 
 from .models import ModelVersion, Prediction
 
-# Folders of MEDIA_ROOT that are not media rows point to: MNIST's own files and Celery beat's old schedule.
-SKIPPED_FOLDERS = ("datasets",)
+# Folders of MEDIA_ROOT left out of the move. None by default: MNIST's archives in media/datasets/ go too,
+# where workers on other machines find them (classifier.mnist_source).
+SKIPPED_FOLDERS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -43,7 +44,7 @@ def _media_files(source: Path, skip: tuple[str, ...]) -> Iterator[tuple[str, Pat
         name = path.relative_to(source).as_posix()
         top = name.split("/", 1)[0]
         if top in skip or path.name.startswith(".") or name == "README.md":
-            continue  # temp files of an atomic write, MNIST, the folder's own README
+            continue  # temp files of an atomic write, skipped folders, the folder's own README
         yield name, path
 
 

@@ -247,6 +247,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Where the MNIST IDX files live: $MNIST_ROOT/MNIST/raw/*.gz (torchvision's raw layout).
 # `python manage.py fetch_mnist` downloads them there.
 MNIST_ROOT = Path(os.environ.get("MNIST_ROOT", MEDIA_ROOT / "datasets")).resolve()
+# A machine without MNIST under MNIST_ROOT copies it from the media storage (datasets/MNIST/raw/, checked by
+# md5 and sha256) before training or evaluating; with MNIST_DOWNLOAD=true it may also download it from the
+# mirrors `fetch_mnist` uses. Otherwise a run that needs MNIST fails with the fix in its message.
+MNIST_DOWNLOAD = env_bool("MNIST_DOWNLOAD", False)
+# Where that download looks, in order (default: the mirrors fetch_mnist uses).
+MNIST_MIRRORS = env_list("MNIST_MIRRORS", [])
 
 # Trained checkpoints shipped with the code, one per architecture.
 SHIPPED_CHECKPOINTS_DIR = BASE_DIR / "training" / "shipped"

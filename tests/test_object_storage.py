@@ -11,56 +11,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.support.processes import free_port, stop, wait_for_port
+from tests.support.s3 import BUCKET, bucket, s3_media, s3_options, s3_server  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parent.parent
-BUCKET = "mnistsite-media"
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    executable = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    if not Path(executable).exists():
-        pytest.fail("moto_server is not installed (pip install -r requirements.txt)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
-    try:
-        wait_for_port(port, process, timeout=60, name="moto_server", log=log.read_text)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
-
-
-def _s3_options(endpoint: str) -> dict:
-    return {"bucket_name": BUCKET, "location": "", "endpoint_url": endpoint, "region_name": "us-east-1",
-            "access_key": "testing", "secret_key": "testing", "default_acl": None, "querystring_auth": True,
-            "file_overwrite": False}
-
-
-@pytest.fixture
-def bucket(s3_server):
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket=BUCKET)
-    yield client
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for item in page.get("Contents", []):
-            client.delete_object(Bucket=BUCKET, Key=item["Key"])
-    client.delete_bucket(Bucket=BUCKET)
-
-
-@pytest.fixture
-def s3_media(settings, bucket, s3_server, tmp_path):
-    """The site's media storage is the bucket; this process's checkpoint cache is a fresh folder."""
-    settings.STORAGES = {**settings.STORAGES,
-                         "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options(s3_server)}}
-    settings.MEDIA_STORAGE = "s3"
-    settings.CHECKPOINT_CACHE_DIR = tmp_path / "checkpoint-cache"
-    return bucket
 
 
 def _keys(client) -> set[str]:
@@ -147,12 +100,13 @@ def test_move_media_copies_a_one_box_site_into_the_bucket_and_checks_every_row(
     model_version_activate(version=version, by=None, reason="one box", force=True)
     ids = [api_client.post("/api/predict/", {"image": _png_of_a_seven()}, format="json").json()["id"]
            for _ in range(3)]
-    (local / "datasets").mkdir()
-    (local / "datasets" / "mnist.gz").write_bytes(b"MNIST is not media")
+    (local / "datasets" / "MNIST" / "raw").mkdir(parents=True)
+    (local / "datasets" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"labels")
+    (local / "checkpoints" / ".cnn.pt.x1.tmp").write_bytes(b"half a file")
 
     # The same rows, the storage switched to the bucket.
     settings.STORAGES = {**settings.STORAGES,
-                         "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options(s3_server)}}
+                         "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_options(s3_server)}}
     settings.MEDIA_STORAGE = "s3"
     with pytest.raises(CommandError, match="8 row"):  # 4 shipped and 1 uploaded checkpoint, 3 drawings
         call_command("move_media", "--from", str(local), "--verify-only", verbosity=0)
@@ -160,7 +114,8 @@ def test_move_media_copies_a_one_box_site_into_the_bucket_and_checks_every_row(
     keys = _keys(bucket)
     assert version.checkpoint.name in keys
     assert {p.image.name for p in Prediction.objects.filter(pk__in=ids)} <= keys
-    assert not any(key.startswith("datasets/") for key in keys)
+    assert "datasets/MNIST/raw/t10k-labels-idx1-ubyte.gz" in keys  # where workers elsewhere find MNIST
+    assert not any(".tmp" in key for key in keys)
     call_command("move_media", "--from", str(local), verbosity=0)  # again: nothing copied twice, all checked
 
     # A row whose file went missing is named, and the command fails.

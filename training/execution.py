@@ -22,6 +22,7 @@ from django.utils import timezone
 from classifier.checkpoints import checkpoint_discard, checkpoint_store, version_checkpoint
 from classifier.drawings import Drawings, field_set, labelled_drawings
 from classifier.lifecycle import model_version_activate, model_version_register
+from classifier.mnist_source import mnist_ensure
 from classifier.models import ModelVersion
 from classifier.promotion import GateDecision, promotion_gate
 from engine.checkpoint import CheckpointError
@@ -79,7 +80,7 @@ def _data_for(run: TrainingRun) -> tuple[Drawings, Drawings, str, dict[str, Any]
     drawings = labelled_drawings(part="train") if config["use_drawings"] else Drawings.empty()
     limit = config.get("mnist_limit")
     repeat = config["extra_repeat"]
-    fingerprint = mnist_fingerprint(settings.MNIST_ROOT) + (f"[:{limit}]" if limit else "")
+    fingerprint = mnist_fingerprint(mnist_ensure()) + (f"[:{limit}]" if limit else "")
     if len(drawings) and repeat:
         fingerprint += f"+{drawings.fingerprint}x{repeat}"
     data = {

@@ -5,11 +5,15 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from classifier.mnist_source import storage_name
 from engine.data import (
     DEFAULT_MIRRORS,
+    MNIST_RESOURCES,
     SPLIT_FILES,
     DataError,
     download_mnist,
@@ -47,6 +51,12 @@ class Command(BaseCommand):
             type=float,
             default=30.0,
             help="Network timeout in seconds per request (default 30).",
+        )
+        parser.add_argument(
+            "--to-storage",
+            action="store_true",
+            help=("Then upload the verified archives into the media storage (datasets/MNIST/raw/), where "
+                  "workers on other machines find them (MEDIA_STORAGE=s3)."),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -95,3 +105,15 @@ class Command(BaseCommand):
 
         summary = ", ".join(f"{split} {n} images" for split, n in counts.items())
         self.stdout.write(self.style.SUCCESS(f"MNIST ready in {raw}: {summary}"))
+        if options["to_storage"]:
+            for name in sorted(MNIST_RESOURCES):
+                target = storage_name(name)
+                if default_storage.exists(target) and default_storage.size(target) == (raw / name).stat().st_size:
+                    self.stdout.write(f"  {target}: already in media storage")
+                    continue
+                with (raw / name).open("rb") as fh:
+                    stored = default_storage.save(target, File(fh, name=name))
+                if stored != target:
+                    default_storage.delete(stored)
+                    raise CommandError(f"{target} is in media storage with another size; remove it first")
+                self.stdout.write(f"  {target}: uploaded")
