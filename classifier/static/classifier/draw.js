@@ -194,10 +194,12 @@
 
   function schedulePrediction(delay) {
     clearTimeout(state.timer);
-    state.timer = setTimeout(predict, delay);
+    state.timer = setTimeout(() => predict(), delay);
   }
 
-  async function predict() {
+  // `reveal`: the visitor asked for this answer with a button (Predict, Compare all models), so it is brought
+  // into view if it is not; answers to drawing alone never scroll the canvas away.
+  async function predict({ reveal = false } = {}) {
     clearTimeout(state.timer);
     if (!state.strokes.length) {
       cancelPending();
@@ -224,7 +226,10 @@
       }
       return;
     }
-    if (finishRequest(seq)) showPrediction(data, performance.now() - started, compare);
+    if (!finishRequest(seq)) return;
+    showPrediction(data, performance.now() - started, compare);
+    if (reveal && compare && !ui.compare.hidden) bringIntoView(ui.compare, ui.compare);
+    else if (reveal) bringIntoView(ui.resultPanel, ui.feedback);
   }
 
   async function randomDigit() {
@@ -248,7 +253,10 @@
       return;
     }
     ui.random.disabled = false;
-    if (finishRequest(seq)) showRandomDigit(data, performance.now() - started);
+    if (!finishRequest(seq)) return;
+    showRandomDigit(data, performance.now() - started);
+    // The MNIST image and its true label are in the answer panel: below the canvas on a phone.
+    bringIntoView(ui.resultPanel, ui.seen.closest("figure"));
   }
 
   async function sendLabel(label) {
@@ -264,7 +272,7 @@
     }
     if (id !== state.predictionId) return; // a newer prediction replaced this one meanwhile
     setFeedbackStatus(
-      correct ? `Thanks! Recorded: it was a ${label}, as the model said.` : `Thanks! Recorded: it was a ${label}.`,
+      correct ? `Thanks! Recorded: it was ${aDigit(label)}, as the model said.` : `Thanks! Recorded: it was ${aDigit(label)}.`,
       "ok",
     );
     for (const button of ui.feedback.querySelectorAll("button")) {
@@ -274,6 +282,23 @@
   }
 
   // ---- showing results ----------------------------------------------------------------------
+
+  // "a 7", "an 8".
+  const aDigit = (digit) => `${Number(digit) === 8 ? "an" : "a"} ${digit}`;
+
+  const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+  // Scroll the least that shows `first`'s top to `last`'s bottom, or as much of it from `first`'s top as
+  // the window holds; nothing when it is all in view already.
+  function bringIntoView(first, last) {
+    const margin = 8;
+    const top = first.getBoundingClientRect().top;
+    const bottom = last.getBoundingClientRect().bottom;
+    let by = 0;
+    if (bottom > window.innerHeight) by = Math.min(bottom - window.innerHeight + margin, top - margin);
+    else if (top < 0) by = top - margin;
+    if (Math.abs(by) >= 1) window.scrollBy({ top: by, behavior: reducedMotion.matches ? "auto" : "smooth" });
+  }
 
   function percent(p) {
     if (p > 0 && p < 0.005) return "<1%";
@@ -359,7 +384,7 @@
       `MNIST test image #${data.index}, true label ${data.label}: the model is ${right ? "right" : "wrong"}.`;
     ui.randomInfo.className = `answer-source ${right ? "correct" : "wrong"}`;
     ui.randomInfo.hidden = false;
-    showSeen(data.image, `MNIST test image number ${data.index}, a ${data.label}`);
+    showSeen(data.image, `MNIST test image number ${data.index}, ${aDigit(data.label)}`);
     ui.modelName.textContent = modelLabel(prediction.model_version);
     ui.latency.textContent = `${Math.round(roundTripMs)} ms round trip`;
     state.predictionId = null;
@@ -485,12 +510,12 @@
     resetResult();
   }
 
-  ui.predict.addEventListener("click", predict);
+  ui.predict.addEventListener("click", () => predict({ reveal: true }));
   ui.undo.addEventListener("click", undo);
   ui.clear.addEventListener("click", clear);
   ui.random.addEventListener("click", randomDigit);
   ui.compareToggle.addEventListener("change", () => {
-    if (state.strokes.length) predict();
+    if (state.strokes.length) predict({ reveal: ui.compareToggle.checked });
     else if (!ui.compareToggle.checked) hideCompare();
   });
   ui.feedbackRight.addEventListener("click", () => {

@@ -21,6 +21,18 @@
   const color = (version) => COLORS[versionIds.indexOf(version.id) % COLORS.length];
   const percent = (value) => (value == null ? "–" : `${(100 * value).toFixed(1)}%`);
   const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
+  // A share axis's tick labels, with as many decimals as the step between ticks needs to tell them apart
+  // (mean confidence per day can span 99.95%-100%: one decimal would label every tick "100.0%").
+  const percentTick = (value, index, ticks) => {
+    const step = ticks.length > 1 ? Math.abs(ticks[1].value - ticks[0].value) : 1;
+    const decimals = Math.min(4, Math.max(0, Math.ceil(-Math.log10(100 * step) - 1e-9)));
+    return `${(100 * value).toFixed(decimals)}%`;
+  };
+  // ... and no narrower than a hundredth of a percentage point, so that two decimals always suffice.
+  const MIN_SHARE_SPAN = 1e-4;
+  const widenShareAxis = (scale) => {
+    if (scale.max - scale.min < MIN_SHARE_SPAN) scale.min = Math.max(0, scale.max - MIN_SHARE_SPAN);
+  };
 
   window.Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
   window.Chart.defaults.color = "#5d6470";
@@ -75,7 +87,8 @@
     elements: { point: { radius: 3 }, line: { borderWidth: 2, tension: 0 } },
     scales: {
       x: xScale,
-      y: { title: { display: true, text: yTitle }, suggestedMax: max, ticks: { callback: (value) => percent(value) } },
+      y: { title: { display: true, text: yTitle }, suggestedMax: max, ticks: { callback: percentTick },
+           afterDataLimits: widenShareAxis },
     },
     plugins: { legend: { labels: { boxWidth: 12 } }, tooltip: { callbacks: tooltipCallbacks } },
   });
@@ -136,7 +149,7 @@
         maintainAspectRatio: false,
         scales: {
           x: { title: { display: true, text: "confidence" } },
-          y: { title: { display: true, text: "share of answers" }, ticks: { callback: (value) => percent(value) } },
+          y: { title: { display: true, text: "share of answers" }, ticks: { callback: percentTick } },
         },
         plugins: {
           legend: { labels: { boxWidth: 12 } },
@@ -155,9 +168,12 @@
 
   // Accuracy per N labelled drawings: x is the position on the axis of every labelled drawing (1 = the
   // oldest), a point sits at its bucket's last drawing; a switch at position p lies between drawings p
-  // and p + 1. A version's last, partly filled bucket is drawn hollow.
+  // and p + 1. A version's last, partly filled bucket is drawn hollow. The x axis reaches a little past the
+  // last drawing, so that the point there is drawn whole rather than cut in half by the chart's edge.
   function drawPerDrawings(data) {
     const point = (ctx) => data.versions[ctx.datasetIndex].points[ctx.dataIndex];
+    const last = Math.max(data.total, ...data.switches.map((s) => s.position + 0.5));
+    const xMax = last + Math.max(1, Math.ceil(0.03 * last));
     new window.Chart(byTestId("quality-drawings-chart"), {
       type: "line",
       data: {
@@ -170,7 +186,7 @@
         })),
       },
       options: baseOptions(
-        { type: "linear", min: 0, max: Math.max(data.total, ...data.switches.map((s) => s.position + 0.5)), title: { display: true, text: "labelled drawings, in the order drawn" },
+        { type: "linear", min: 0, suggestedMax: xMax, title: { display: true, text: "labelled drawings, in the order drawn" },
           ticks: { precision: 0 } },
         "accuracy",
         1,
