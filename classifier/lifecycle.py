@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, sha256_of
+from engine.checkpoint import CheckpointError, check_plain, load_checkpoint, model_from_checkpoint, sha256_of
+from engine.nets import count_parameters
 from mnistsite.errors import ApplicationError
 
 from .checkpoints import checkpoint_discard, checkpoint_store, version_model
@@ -134,14 +135,22 @@ def _register_checkpoint_file(
     """Check a checkpoint (bytes or a file), evaluate it, copy it into media storage and register it.
 
     The file goes through the one checkpoint loader (``weights_only=True``): garbage, a pickle that
-    would run code, an unknown architecture or weights of the wrong shape are refused with the
-    loader's message. A copy already registered (same sha256) is refused too.
+    would run code, an unknown architecture, a network beyond a run's bounds (checked before it is
+    built), weights of the wrong shape, NaN or infinite weights or metrics are refused with the
+    loader's message (``invalid_checkpoint``, 400). A copy already registered (same sha256) is refused too.
     """
     try:
         checkpoint = load_checkpoint(data)
         model = model_from_checkpoint(checkpoint)
     except CheckpointError as exc:
         raise ApplicationError("invalid_checkpoint", str(exc), status=400) from None
+    preprocessing = checkpoint.get("preprocessing", "")
+    limit = ModelVersion._meta.get_field("preprocessing").max_length
+    if not isinstance(preprocessing, str) or len(preprocessing) > limit:
+        raise ApplicationError("invalid_checkpoint", f"'preprocessing' must be a name of at most {limit} characters.",
+                               status=400)
+    # The figure registered is the model's own count, not the file's claim.
+    checkpoint = {**checkpoint, "num_parameters": count_parameters(model)}
     sha = sha256_of(data)
     existing = ModelVersion.objects.filter(sha256=sha).first()
     if existing is not None:
@@ -154,6 +163,10 @@ def _register_checkpoint_file(
     claimed = checkpoint.get("metrics", {}).get("test_accuracy")
     if evaluate_mnist and claimed is not None:
         metrics["claimed_test_accuracy"] = claimed
+    try:  # finite weights can still overflow to infinite answers
+        check_plain(metrics, where="the evaluation", source="this checkpoint")
+    except CheckpointError as exc:
+        raise ApplicationError("invalid_checkpoint", f"{exc} (are its weights far too large?)", status=400) from None
     stored, stored_sha = checkpoint_store(name=f"checkpoints/{folder}/{name}-{sha[:12]}.pt", checkpoint=checkpoint)
     try:
         with transaction.atomic():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 import tempfile
@@ -18,13 +19,19 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from .nets import build_model, config_to_dict, count_parameters
+from .nets import MAX_PARAMETERS, build_model, config_to_dict, count_parameters
 
 FORMAT = "mnistsite.checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "arch", "config", "state_dict")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format
 _PICKLE_PROTO = b"\x80"  # a bare pickle stream (legacy torch.save, or plain pickle.dump)
+# Elements in all of a checkpoint's tensors: the parameters of the largest network a run may train, and
+# as many again for buffers (batch norm statistics are a few per channel). Checked before any tensor is read.
+MAX_STATE_ELEMENTS = 2 * MAX_PARAMETERS
+# How deep and how large the plain values beside the weights (metrics, training record...) may be.
+MAX_VALUE_DEPTH = 16
+MAX_VALUE_ITEMS = 1_000_000
 
 
 class CheckpointError(Exception):
@@ -153,7 +160,11 @@ def load_checkpoint(
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], *, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the architecture named in the checkpoint and load its weights (strictly), in eval mode."""
+    """Build the architecture named in the checkpoint and load its weights (strictly), in eval mode.
+
+    Nothing is allocated before the config is known to be within a run's bounds (``MAX_PARAMETERS``) and
+    every tensor of the ``state_dict`` to have the shape that config gives it."""
+    _check_fits(checkpoint)
     try:
         model = build_model(checkpoint["arch"], checkpoint["config"])
     except (ValueError, TypeError) as exc:  # includes UnknownArchitectureError
@@ -165,6 +176,34 @@ def model_from_checkpoint(checkpoint: dict[str, Any], *, device: str | torch.dev
             f"checkpoint weights do not fit architecture {checkpoint['arch']!r}: {_first_line(exc)}"
         ) from None
     return model.to(device).eval()
+
+
+def _check_fits(checkpoint: dict[str, Any]) -> None:
+    """The model the checkpoint describes, built on the meta device (no memory), is within the bounds on a
+    run's network, and the ``state_dict`` has exactly its tensors, shape for shape."""
+    arch = checkpoint.get("arch")
+    if not isinstance(arch, str):
+        raise CheckpointError(f"checkpoint describes an unusable model: 'arch' must be a name, not {arch!r:.40}")
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(arch, checkpoint.get("config"))
+    except (ValueError, TypeError) as exc:  # includes UnknownArchitectureError
+        raise CheckpointError(f"checkpoint describes an unusable model: {exc}") from None
+    parameters = count_parameters(skeleton)
+    if parameters > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"checkpoint describes a network of {parameters:,} parameters; at most {MAX_PARAMETERS:,} are "
+            "allowed (the bound on a training run's network)"
+        )
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    given = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    problems = [f"missing {name}" for name in expected if name not in given]
+    problems += [f"unexpected {name}" for name in given if name not in expected]
+    problems += [f"{name} is {list(given[name])}, not {list(shape)}"
+                 for name, shape in expected.items() if name in given and given[name] != shape]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"checkpoint weights do not fit architecture {arch!r}: {'; '.join(problems[:3])}{more}")
 
 
 def _validate(checkpoint: Any, *, source: str) -> None:
@@ -181,8 +220,47 @@ def _validate(checkpoint: Any, *, source: str) -> None:
     if not isinstance(checkpoint["config"], dict):
         raise CheckpointError(f"{source}: 'config' must be a dict")
     state = checkpoint["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise CheckpointError(f"{source}: 'state_dict' must map names to tensors")
+    if any(v.layout != torch.strided for v in state.values()):
+        raise CheckpointError(f"{source}: 'state_dict' must hold dense tensors")
+    elements = sum(v.numel() for v in state.values())  # shapes only: nothing is read yet
+    if elements > MAX_STATE_ELEMENTS:
+        raise CheckpointError(
+            f"{source}: 'state_dict' holds {elements:,} numbers; at most {MAX_STATE_ELEMENTS:,} are accepted"
+        )
+    for name, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: weight {name!r} holds NaN or infinite values")
+    for key, value in checkpoint.items():
+        if key != "state_dict":
+            check_plain(value, where=key, source=source)
+
+
+def check_plain(value: Any, *, where: str, source: str) -> None:
+    """Everything beside the weights is plain JSON-able data (it is stored in the database as JSON):
+    dicts with string keys, lists, strings, whole numbers, finite floats, booleans, None."""
+    stack = [(value, where, 0)]
+    seen = 0
+    while stack:
+        item, path, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUE_ITEMS or depth > MAX_VALUE_DEPTH:
+            raise CheckpointError(f"{source}: {where!r} is too large or too deeply nested")
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise CheckpointError(f"{source}: {path} is {item}, not a finite number")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise CheckpointError(f"{source}: {path} has a key that is not a string ({key!r:.40})")
+                stack.append((child, f"{path}[{key!r:.60}]", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
+        elif not (item is None or isinstance(item, (str, int, bool))):
+            raise CheckpointError(f"{source}: {path} holds a {type(item).__name__}; only plain values "
+                                  "(numbers, strings, lists, dicts) may be stored beside the weights")
 
 
 def _unsupported_reason(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import SafeString
@@ -73,12 +74,14 @@ class CheckpointUploadForm(forms.Form):
     name = forms.CharField(required=False, max_length=100, help_text="Version name; default: the architecture.")
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
 
-    MAX_BYTES = 200 * 1024 * 1024
-
     def clean_checkpoint(self):
         upload = self.cleaned_data["checkpoint"]
-        if upload.size > self.MAX_BYTES:
-            raise forms.ValidationError(f"The file is larger than {self.MAX_BYTES // (1024 * 1024)} MB.")
+        limit = settings.CHECKPOINT_UPLOAD_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; at most {filesizeformat(limit)} may be uploaded "
+                "(CHECKPOINT_UPLOAD_MAX_BYTES)."
+            )
         return upload
 
 

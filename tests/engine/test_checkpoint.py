@@ -1,6 +1,9 @@
 import io
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +148,81 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, small_checkpoint, mon
         save_checkpoint(path, {**ckpt, "data_fingerprint": "other"})
     assert path.read_bytes() == before  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temp file left
+
+
+# ------------------------------------------------------------------ bounds and finite values
+
+
+def checkpoint_bytes(checkpoint: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)  # not save_checkpoint: these files are hostile
+    return buffer.getvalue()
+
+
+def test_a_network_beyond_a_runs_bounds_is_refused_before_it_is_built(tmp_path, small_checkpoint):
+    """The review's file: 254 KB whose config says cnn widths [4096, 4096, 4096] built a 2 GB model before
+    its weights were found not to fit. Measured in a fresh process: its peak memory stays near torch's own."""
+    _, ckpt = small_checkpoint
+    path = tmp_path / "wide.pt"
+    path.write_bytes(checkpoint_bytes({**ckpt, "config": {"widths": [4096, 4096, 4096], "dropout": 0.2}}))
+    assert path.stat().st_size < 300_000
+    script = (
+        "import resource, sys\n"
+        "from engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    model_from_checkpoint(load_checkpoint(sys.argv[1]))\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], check=True).stdout.splitlines()
+    message, grown_mb = out[0], int(out[-1])
+    assert grown_mb < 200, f"{grown_mb} MB"  # the wide network is 453 M parameters, 1.8 GB of float32
+    assert message == ("checkpoint describes a network of 453,423,114 parameters; at most 20,000,000 are allowed "
+                       "(the bound on a training run's network)")
+
+
+def test_weights_that_do_not_fit_the_config_are_named(small_checkpoint):
+    _, ckpt = small_checkpoint
+    state = {**ckpt["state_dict"], "classifier.2.weight": torch.zeros(10, 7), "extra": torch.zeros(1)}
+    del state["features.1.weight"]
+    with pytest.raises(CheckpointError) as caught:
+        model_from_checkpoint({**ckpt, "state_dict": state})
+    assert str(caught.value) == ("checkpoint weights do not fit architecture 'cnn': missing features.1.weight; "
+                                 "unexpected extra; classifier.2.weight is [10, 7], not [10, 144]")
+
+
+def test_a_huge_view_of_a_tiny_storage_is_refused_by_its_shape():
+    """A tensor can be saved as a view (stride 0) of one number: a 12-byte file of 10^12 elements."""
+    giant = torch.zeros(1).expand(1_000_000, 1_000_000)
+    data = checkpoint_bytes({**make_checkpoint(model=build_model("logreg"), arch="logreg", config={}),
+                             "state_dict": {"fc.weight": giant, "fc.bias": torch.zeros(10)}})
+    assert len(data) < 10_000
+    with pytest.raises(CheckpointError, match=r"holds 1,000,000,000,010 numbers; at most 40,000,000"):
+        load_checkpoint(data)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_weights_must_be_finite(small_checkpoint, bad):
+    _, ckpt = small_checkpoint
+    weight = ckpt["state_dict"]["classifier.2.weight"].clone()
+    weight[3, 5] = bad
+    data = checkpoint_bytes({**ckpt, "state_dict": {**ckpt["state_dict"], "classifier.2.weight": weight}})
+    with pytest.raises(CheckpointError, match=r"weight 'classifier.2.weight' holds NaN or infinite values"):
+        load_checkpoint(data)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("metrics", {"test_accuracy": float("nan")}, "metrics['test_accuracy'] is nan, not a finite number"),
+    ("training", {"history": [{"loss": float("inf")}]}, "training['history'][0]['loss'] is inf, not a finite number"),
+    ("metrics", {"test_accuracy": torch.tensor(0.5)}, "metrics['test_accuracy'] holds a Tensor; only plain values"),
+    ("metrics", {1: 0.5}, "metrics has a key that is not a string (1)"),
+    ("calibration", {"temperature": -float("inf")}, "calibration['temperature'] is -inf, not a finite number"),
+])
+def test_everything_beside_the_weights_is_plain_finite_data(small_checkpoint, field, value, message):
+    _, ckpt = small_checkpoint
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(checkpoint_bytes({**ckpt, field: value}))
+    assert str(caught.value).startswith(f"uploaded file: {message}")
