@@ -36,7 +36,7 @@ from . import events
 from .models import TrainingRun
 from .policy_shadow import POLICY, policy_candidate_to_shadow
 from .reaper import RUN_CHECKPOINTS
-from .reporting import CancelFlag, Heartbeat, RunReporter, append_lines, append_log
+from .reporting import CancelFlag, Heartbeat, RunReporter, append_lines, append_log, reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,11 @@ STORED_IDS_LIMIT = 10_000
 
 
 def _finish(run_id: int, status: str, *, error: str = "", line: str) -> bool:
-    """Move a running run to a final status (only if it is still running), and announce it."""
-    updated = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+    """Move a running run to a final status (only if it is still running), and announce it. Reconnects
+    once if the connection was lost (which may be why the run failed): the outcome is recorded truthfully."""
+    updated = reconnecting(lambda: TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
         status=status, error=error, finished_at=timezone.now(), log=append_log(line)
-    )
+    ))
     if updated:
         events.publish_lifecycle(run_id, {"status": status, "error": error or None})
     return bool(updated)
@@ -107,7 +108,7 @@ def _train(run: TrainingRun, reporter: RunReporter, cancel: CancelFlag):
             raise ApplicationError("base_version_missing", f"the base version {config['base_version']} no longer exists")
         init_state = version_checkpoint(base)["state_dict"]
     drawings, field, fingerprint, data = _data_for(run)
-    TrainingRun.objects.filter(pk=run.pk).update(data=data, data_fingerprint=fingerprint[:200])
+    reconnecting(lambda: TrainingRun.objects.filter(pk=run.pk).update(data=data, data_fingerprint=fingerprint[:200]))
     reporter.log(
         f"data: {data['mnist_train_images']:,} MNIST training images, {len(drawings):,} labelled drawings "
         f"x{config['extra_repeat']}, field set of {len(field):,} held out; fingerprint {fingerprint}"

@@ -4,16 +4,21 @@ The engine calls ``RunReporter`` with plain event dicts after every batch and ep
 ``CancelFlag`` after every batch; both must be cheap, so database writes and reads are rate-limited
 here. ``Heartbeat`` is a small thread that keeps ``heartbeat_at`` fresh even while no batches run
 (loading data, evaluating), so only a dead or hung-up worker goes silent.
+
+A worker outlives its database connections: a database restart or a terminated backend must not end a
+run that is training fine. Every write and read here goes through ``reconnecting``: on a lost connection
+it closes it and tries once more on a new one (never inside a transaction, whose work is lost with it).
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -24,6 +29,22 @@ from .models import TrainingRun
 log = logging.getLogger(__name__)
 
 MAX_BATCH_POINTS = 1000  # the sampled loss curve kept on the row; thinned by half when full
+
+T = TypeVar("T")
+
+
+def reconnecting(query: Callable[[], T]) -> T:
+    """Run ``query`` (one statement, or a few that may be repeated); if the database connection was lost,
+    close it and run ``query`` once more on a new one. Inside a transaction the error is raised as it is:
+    the transaction's earlier statements went with the connection, so repeating the last one would lie."""
+    try:
+        return query()
+    except (OperationalError, InterfaceError) as exc:
+        if connection.in_atomic_block:
+            raise
+        log.warning("database connection lost (%s); reconnecting and trying again", str(exc).strip() or type(exc).__name__)
+        connection.close()
+        return query()
 
 
 def log_line(text: str) -> str:
@@ -139,7 +160,8 @@ class RunReporter:
         updates: dict[str, Any] = {**self.fields, "history": self.history(), "heartbeat_at": timezone.now()}
         if self.pending_log:
             updates["log"] = append_lines(self.pending_log)
-        updated = TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(**updates)
+        updated = reconnecting(
+            lambda: TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(**updates))
         self._last_write = monotonic() if now is None else now
         self.writes += 1
         self.pending_log.clear()
@@ -181,7 +203,8 @@ class CancelFlag:
         return self.cancelled or self.lost
 
     def poll(self) -> None:
-        row = TrainingRun.objects.filter(pk=self.run_id).values_list("status", "cancel_requested").first()
+        row = reconnecting(
+            lambda: TrainingRun.objects.filter(pk=self.run_id).values_list("status", "cancel_requested").first())
         if row is None or row[0] != TrainingRun.Status.RUNNING:
             self.lost = True
         elif row[1]:
@@ -207,9 +230,8 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def beat(self) -> None:
-        updated = TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
+        updated = reconnecting(lambda: TrainingRun.objects.filter(
+            pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now()))
         if not updated:
             self.lost = True
 
