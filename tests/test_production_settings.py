@@ -132,9 +132,10 @@ def test_serve_site_the_quick_start_needs_no_environment(monkeypatch):
     assert started and "mnistsite.asgi:application" in started[0]
 
 
-def test_serve_http_starts_with_debug_off(monkeypatch):
+def test_serve_http_starts_with_debug_off(monkeypatch, db, tmp_path):
     started = []
     monkeypatch.setenv("DEBUG", "false")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # serve sets it for its workers: restored after
     monkeypatch.setattr(serve.os, "execv", lambda path, argv: started.append(argv))
     serve.main(["http", "--port", "8123"])
     assert started and "mnistsite.wsgi:application" in started[0]
