@@ -12,7 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
@@ -94,8 +95,26 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 @csrf_exempt
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """The last URL pattern under /api/: a path no endpoint answers gets the error shape, whatever the method,
-    even with DEBUG on (Django then answers an unmatched URL with its debug page, not ``handler404``)."""
+    even with DEBUG on (Django then answers an unmatched URL with its debug page, not ``handler404``).
+
+    An endpoint's path without its final slash is redirected there for GET and HEAD (as APPEND_SLASH would);
+    any other method gets the error shape naming the path meant (a redirect would drop the body, and Django
+    itself would answer a 500 with DEBUG on)."""
+    path = request.path_info
+    if not path.endswith("/") and _is_endpoint(path + "/"):
+        if request.method in ("GET", "HEAD"):
+            return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+        meant = request.path + "/"
+        return JsonResponse(error_body("not_found", f"Not found: API paths end in a slash ({meant}).",
+                                       {"path": request.path, "did_you_mean": meant}), status=404)
     return JsonResponse(error_body("not_found", "Not found.", {"path": request.path}), status=404)
+
+
+def _is_endpoint(path: str) -> bool:
+    try:
+        return resolve(path).url_name != "api-not-found"
+    except Resolver404:
+        return False
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

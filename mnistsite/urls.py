@@ -22,9 +22,9 @@ urlpatterns = [
     path("api/", include("training.api_urls")),
     path("dashboard/", include("dashboard.urls")),
     path("", include("classifier.page_urls")),
-    # Last: any other path under /api/ ending in "/" answers the JSON error shape, DEBUG or not (without the
-    # slash, APPEND_SLASH first redirects to it, as for every endpoint).
-    re_path(r"^api/(?:[\s\S]*/)?$", errors.api_not_found, name="api-not-found"),  # [\s\S]: newlines too
+    # Last: any other path under /api/ (newlines and all) answers the JSON error shape, DEBUG or not (an
+    # endpoint's path without its final slash: a redirect for GET and HEAD; see errors.api_not_found).
+    re_path(r"^api/", errors.api_not_found, name="api-not-found"),
 ]
 
 # Drawings and checkpoints are private: staff only, in every layout (mnistsite.media; behind nginx the file

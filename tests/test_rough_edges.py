@@ -55,11 +55,15 @@ def test_an_unknown_api_path_answers_the_error_shape(client, debug):
             error = assert_error(getattr(client, method)("/api/nope/"), 404, "not_found")
             assert error["detail"] == {"path": "/api/nope/"}
         assert_error(client.get("/api/models/99999/nothing/"), 404, "not_found")
-        # Without the trailing slash: redirected to it first, as every endpoint is.
-        response = client.get("/api/nope")
-        assert response.status_code == 301 and response["Location"] == "/api/nope/"
-        assert client.get("/api/model-status").status_code == 301  # a real endpoint's redirect is kept
+        assert_error(client.get("/api/nope"), 404, "not_found")
+        assert_error(client.get("/api/no%0Ape/"), 404, "not_found")  # a newline in the path too
+        assert_error(client.put("/api/no%0Ape"), 404, "not_found")
+        # An endpoint without its final slash: GET is redirected there (query kept); other methods are told.
+        response = client.get("/api/model-status?x=1")
+        assert response.status_code == 301 and response["Location"] == "/api/model-status/?x=1"
         assert client.get("/api/model-status/").status_code == 200
+        error = assert_error(client.post("/api/predict", {}, content_type="application/json"), 404, "not_found")
+        assert error["detail"] == {"path": "/api/predict", "did_you_mean": "/api/predict/"}
         # Outside /api/ a missing page is still a page.
         assert not client.get("/no-such-page/")["Content-Type"].startswith("application/json")
 
