@@ -2,11 +2,13 @@
 worker, Celery beat and the shadow process (``manage.py shadow``) on a private Redis, the site's own
 database.
 
-Labels arrive through the API -> beat's check queues a fine-tune of the active version -> the worker
-trains it and puts the result in shadow -> labelled traffic accumulates through the API -> the gate
-decides. First the shadow labels say the candidate is wrong (it is kept as a candidate, with the
-gate's reason), then a second cycle where they are the truth: it is promoted, and both web processes
-serve it within a second. Every automatic step is in the audit logs with "policy" as its actor.
+Anonymous visitors' labels (each with its prediction's label key) are recorded but do not feed the loop:
+beat's checks keep waiting. Trusted labels (a staff token) arrive through the API -> beat's check queues
+a fine-tune of the active version -> the worker trains it and puts the result in shadow -> labelled
+traffic accumulates through the API (visitors' labels on it are no evidence) -> the gate decides. First
+the shadow labels say the candidate is wrong (it is kept as a candidate, with the gate's reason), then a
+second cycle where they are the truth: it is promoted, and both web processes serve it within a second.
+Every automatic step is in the audit logs with "policy" as its actor.
 """
 from __future__ import annotations
 
@@ -165,18 +167,23 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
     # beat's interval is the database's (migrate seeded the default): as staff set it in the admin
     deployment.shell("from training.policy_schedule import policy_interval_set\npolicy_interval_set(seconds=1)")
     zero = int(deployment.shell(ZERO_VERSION).splitlines()[-1])
+    staff = deployment.staff_token()
     q = deployment.query
 
-    def send(bases: list[str], first: int, count: int, labels) -> list[int]:
-        """Draw MNIST test digits through the API (alternating processes) and label each with its label key."""
+    def send(bases: list[str], first: int, count: int, labels, *, trusted: bool = True) -> list[int]:
+        """Draw MNIST test digits through the API (alternating processes) and label each: with the staff
+        token (trusted), or as the anonymous visitor who drew it, with its label key."""
         ids = []
         for i in range(first, first + count):
             base = bases[i % len(bases)]
             status, reply = post_json(f"{base}/api/predict/", {"image": _png(mnist_test.images[i])})
             assert status == 200, reply
             value = labels(i, reply)
-            status, body = post_json(f"{base}/api/predictions/{reply['id']}/label/",
-                                 {"label": value, "label_key": reply["label_key"]})
+            if trusted:
+                status, body = post_json(f"{base}/api/predictions/{reply['id']}/label/", {"label": value}, token=staff)
+            else:
+                status, body = post_json(f"{base}/api/predictions/{reply['id']}/label/",
+                                         {"label": value, "label_key": reply["label_key"]})
             assert status == 200, body
             ids.append(reply["id"])
         return ids
@@ -213,7 +220,18 @@ def test_the_policy_retrains_shadows_and_promotes_by_itself(deployment, mnist_ro
             wait_ready()
 
         print(f"processes up after {time.monotonic() - started:.0f} s")
-        # ---- cycle 1: enough labels -> a run -> shadow -> the shadow labels say it is wrong -> kept
+        # ---- visitors' labels, however many, start nothing: every drawing "is an 8"
+        checks = q("SELECT COUNT(*) FROM training_retrainpolicyevent")[0][0]
+        send(web, 300, MIN_LABELS + 5, lambda i, reply: 8, trusted=False)
+        sent = q("SELECT last_checked_at FROM training_retrainpolicy") or [(None,)]
+        later = _wait("a check after them", lambda: [row for row in q(
+            "SELECT last_checked_at, last_outcome FROM training_retrainpolicy") if row[0] != sent[0][0]])
+        assert f"waiting for {MIN_LABELS} more labels" in later[0][1]  # they counted for nothing
+        assert q("SELECT COUNT(*) FROM training_retrainpolicyevent")[0][0] == checks
+        assert q("SELECT COUNT(*) FROM classifier_prediction WHERE label = 8 AND label_trust = 'visitor'")[0][0] \
+            == MIN_LABELS + 5  # recorded, as visitors' labels
+
+        # ---- cycle 1: enough trusted labels -> a run -> shadow -> the shadow labels say it is wrong -> kept
         truth = lambda i, reply: int(mnist_test.labels[i])  # noqa: E731
         send(web, 0, MIN_LABELS - 1, truth)
         _wait("a check one label short", lambda: "waiting for 1 more label" in (
