@@ -47,9 +47,13 @@ class ImageField(serializers.Field):
         return None
 
 
+MODEL_HELP = ("A model version id; default: the active one. The public may name a vetted version (active once, "
+              "or shipped, and not archived; otherwise 403 `model_not_public`), staff any.")
+
+
 class PredictRequestSerializer(serializers.Serializer):
     image = ImageField(help_text="PNG/JPEG/GIF/WebP/BMP: base64 (with or without a data: URL prefix) or a file upload.")
-    model = serializers.IntegerField(required=False, allow_null=True, help_text="A model version id; default: the active one.")
+    model = serializers.IntegerField(required=False, allow_null=True, help_text=MODEL_HELP)
     compare = serializers.BooleanField(required=False, default=False,
                                        help_text="Also answer with the newest usable version of every other architecture.")
     replaces = serializers.IntegerField(
@@ -70,7 +74,7 @@ class ImageListField(serializers.ListField):
 class PredictBatchRequestSerializer(serializers.Serializer):
     images = ImageListField(help_text="Images as `image` of POST /api/predict/ takes them (base64). More than "
                                       "`PREDICT_BATCH_MAX` (default 32): 413 `too_many_images`.")
-    model = serializers.IntegerField(required=False, allow_null=True)
+    model = serializers.IntegerField(required=False, allow_null=True, help_text=MODEL_HELP)
 
     def to_internal_value(self, data):
         # Count before decoding anything, so an oversized batch costs nothing.
