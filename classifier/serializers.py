@@ -116,6 +116,7 @@ SKIP_IDS = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,499}$"
 
 class ReviewQueryParamsSerializer(StrictSerializer):
     skip = serializers.RegexField(SKIP_IDS, required=False, allow_blank=True, max_length=4000, default="",
+                                  trim_whitespace=False,  # " 1" is not what the pattern says
                                   error_messages={"invalid": "Comma-separated prediction ids, at most 500."},
                                   help_text="Comma-separated ids this reviewer skipped (at most 500).")
     count = serializers.IntegerField(required=False, min_value=1, max_value=10, default=3,
