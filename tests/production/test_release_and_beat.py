@@ -110,6 +110,7 @@ def test_two_beats_queue_one_check_per_interval(deployment):
         time.sleep(WINDOW_S)  # a measuring window, not a wait for something to happen
         queued = queue.llen("training") - before
         refused = sum(log_path.read_text().count("was sent by another beat") for log_path in logs)
+    print(f"two beats, {INTERVAL_S} s interval, {WINDOW_S} s window: {queued} checks queued, {refused} sends refused")
     # One per interval (not two): a beat whose claim failed sent nothing.
     assert WINDOW_S / INTERVAL_S - 2 <= queued <= WINDOW_S / INTERVAL_S + 1, queued
     assert refused >= WINDOW_S / INTERVAL_S - 2, refused
@@ -140,6 +141,8 @@ def test_two_stock_beats_cause_one_check_per_interval(deployment):
         sent1, done1, skipped1 = counts()
     sent, ran, skipped = sent1 - sent0, (done1 - done0) - (skipped1 - skipped0), skipped1 - skipped0
     per_window = WINDOW_S / INTERVAL_S
+    print(f"two stock beats, {INTERVAL_S} s interval, {WINDOW_S} s window: {sent} sent, {ran} checks ran, "
+          f"{skipped} skipped")
     assert sent >= 2 * (per_window - 1), sent  # both beats sent every interval
     assert per_window - 2 <= ran <= per_window + 1, (ran, sent, skipped)
     assert skipped >= per_window - 2, (ran, sent, skipped)
