@@ -10,7 +10,8 @@ Run it with the lockout on (the default) and off (``--lockout off``: the site be
     .venv/bin/python -m bench.login_guessing --seconds 15 --lockout off
 
 It prints one JSON object: predict latency alone and under guessing, the guesses made and how they
-were answered (200: a counted failure, whose password was hashed; 429: refused before hashing), and
+were answered (200: a counted failure, whose password was hashed; 429: refused before hashing), the
+server's CPU time per guess (the login page and the POST, measured while only guessers ran), and
 whether the right password then still signs in.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from bench.loadgen import run_load
+from bench.loadgen import cpu_seconds, run_load
 from tests.support.processes import free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,9 +114,11 @@ def main() -> None:
                 n += 1
 
         guessers = [threading.Thread(target=guess, args=(i,), daemon=True) for i in range(args.guessers)]
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), cpu_seconds(server.pid, children=True)
         for thread in guessers:
             thread.start()
+        time.sleep(args.seconds)  # guesses alone: the server's CPU time per guess (page + POST)
+        alone_guesses, cpu_alone = sum(answers.values()), cpu_seconds(server.pid, children=True) - cpu_before
         under = run_load(predict, body, concurrency=1, max_requests=100_000, max_seconds=args.seconds)
         done.set()
         for thread in guessers:
@@ -129,6 +132,7 @@ def main() -> None:
         "lockout": args.lockout, "guessers": args.guessers, "workers": args.workers,
         "predict_alone": alone.summary(), "predict_while_guessing": under.summary(),
         "guesses": sum(answers.values()), "guesses_per_s": round(sum(answers.values()) / guessing_s, 1),
+        "server_cpu_ms_per_guess": round(cpu_alone / alone_guesses * 1000, 1) if alone_guesses else None,
         "answers": {str(status): count for status, count in sorted(answers.items())},
         "right_password_after": {302: "signed in", 429: "locked out"}.get(right, right),
     }, indent=2))
