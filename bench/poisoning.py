@@ -293,8 +293,9 @@ def snapshot(staff: Client, clean: Clean, concurrency: int) -> dict[str, Any]:
 POISONED: set[int] = set()  # the predictions the attackers labelled with a lie
 
 
-def describe_runs(staff: Client) -> list[dict[str, Any]]:
-    """Each run: what it trained on (drawings, of them poisoned), its figures, the gate's decision."""
+def describe_runs(staff: Client, clean: "Clean | None" = None, concurrency: int = 8) -> list[dict[str, Any]]:
+    """Each run: what it trained on (drawings, of them poisoned), its figures, the gate's decision, and its
+    version's accuracy on the clean set (what promoting it would have done)."""
     out = []
     for run in sorted(runs(staff), key=lambda r: r["id"]):
         state = staff.call("GET", f"/api/runs/{run['id']}/")
@@ -309,6 +310,10 @@ def describe_runs(staff: Client) -> list[dict[str, Any]]:
                     "mnist_test": metrics.get("test_accuracy"), "field_accuracy": metrics.get("field_accuracy"),
                     "promoted": (state.get("promotion") or {}).get("promoted"), "gate_reason": gate.get("reason"),
                     "gate_figures": gate.get("figures")})
+        version = out[-1]["result_version"]
+        if clean is not None and version is not None:
+            out[-1]["version_clean_slashed_zeros"] = accuracy(staff, version, clean.zeros, concurrency)
+            out[-1]["version_clean_ones"] = accuracy(staff, version, clean.ones, concurrency)
     return out
 
 
@@ -332,7 +337,7 @@ def attack(name: str, staff: Client, crowd: Crowd, args: argparse.Namespace, sam
     # Wait while a cycle the attack started (if any) goes on: training, shadow, the gate.
     if any(e["action"] == "queued" for e in state["events"]) and not args.no_wait:
         result["cycle"] = follow_cycle(staff, args, samples, sets, crowd, attackers=False)
-    result["runs"] = describe_runs(staff)
+    result["runs"] = describe_runs(staff, clean, args.clients)
     result["after"] = snapshot(staff, clean, args.clients)
     print(f"[{name}] policy: {state['status']}; runs: {len(result['runs'])}; active "
           f"{result['after']['active']['name']}; clean slashed zeros {result['after']['clean_slashed_zeros']:.1f}%, "
@@ -406,7 +411,7 @@ def trusted(staff: Client, crowd: Crowd, args: argparse.Namespace, samples, sets
           f"zeros) in {time.perf_counter() - started:.0f}s", flush=True)
     result: dict[str, Any] = {"staff_labels": len(drawings)}
     result["cycle"] = follow_cycle(staff, args, samples, sets, crowd, attackers=True)
-    result["runs"] = describe_runs(staff)
+    result["runs"] = describe_runs(staff, clean, args.clients)
     result["after"] = snapshot(staff, clean, args.clients)
     print(f"[trusted] active {result['after']['active']['name']}; clean slashed zeros "
           f"{result['after']['clean_slashed_zeros']:.1f}%, clean ones {result['after']['clean_ones']:.1f}%", flush=True)

@@ -42,6 +42,7 @@ from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from mnistsite import clients
 from mnistsite.errors import ApplicationError
 
 from .models import Label, Prediction
@@ -81,19 +82,17 @@ def is_trusted(user: AbstractBaseUser | AnonymousUser | None) -> bool:
 
 
 def client_network(address: str | None) -> str:
-    """The network a client address stands for, as text: an IPv4 address itself, an IPv6 address's /64
-    (one household or phone has a whole /64); "" when there is none or it is not an address."""
+    """The client network a label came from, as text (``mnistsite.clients.client_network``: an IPv4
+    address itself, an IPv6 address's /64 as its first address); "" when there is none or it is not an
+    address."""
     if not address:
         return ""
+    network = clients.client_network(address)
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ipaddress.ip_address(network)
     except ValueError:
         return ""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
-    return str(ip)
+    return network
 
 
 def label_value(value: Any, *, allow_not_a_digit: bool = True) -> LabelValue:

@@ -238,8 +238,9 @@ class Label(models.Model):
     by_staff = models.BooleanField(default=False, db_index=True)
     giver = models.CharField(max_length=64, blank=True, help_text="Who, to tell visitors apart.")
     via = models.CharField(max_length=10, choices=Via.choices)
-    client = models.CharField(max_length=64, blank=True, db_index=True,
-                              help_text="The network it came from: the IPv4 address, or the IPv6 /64.")
+    client = models.CharField(
+        max_length=64, blank=True, db_index=True,
+        help_text="The network it came from: the IPv4 address, or the IPv6 /64 (its first address).")
     trusted = models.BooleanField(default=False, db_index=True,
                                   help_text="Given by staff or an account staff trust (classifier.trusted_labeller).")
     at = models.DateTimeField(db_index=True)

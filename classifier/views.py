@@ -233,7 +233,7 @@ class PredictionLabelView(APIView):
         serializer.is_valid(raise_exception=True)
         label = serializer.validated_data["label"]
         prediction = prediction_label(prediction=prediction, label=label, by=request.user, via=via, giver=giver,
-                                      client_ip=request.META.get("REMOTE_ADDR"))
+                                      client_ip=client_address(request))
         return Response({"id": prediction.pk, "label": label, "digit": prediction.digit,
                          "correct": label == prediction.digit})
 
@@ -273,7 +273,7 @@ class ReviewLabelView(APIView):
         serializer = ReviewLabelRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         label_record(prediction=prediction, value=serializer.validated_data["label"], by=request.user,
-                     via=Label.Via.REVIEW, client_ip=request.META.get("REMOTE_ADDR"))
+                     via=Label.Via.REVIEW, client_ip=client_address(request))
         return Response({"id": prediction.pk, "label": prediction.label, "not_a_digit": prediction.not_a_digit,
                          "counts": review_counts()})
 

@@ -17,7 +17,7 @@ def _network(address):
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address)  # as mnistsite.clients
     return str(ip)
 
 
@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='label',
             name='client',
-            field=models.CharField(blank=True, db_index=True, help_text='The network it came from: the IPv4 address, or the IPv6 /64.', max_length=64),
+            field=models.CharField(blank=True, db_index=True, help_text='The network it came from: the IPv4 address, or the IPv6 /64 (its first address).', max_length=64),
         ),
         migrations.AddField(
             model_name='label',

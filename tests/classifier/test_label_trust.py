@@ -110,7 +110,7 @@ def test_distinct_clients_means_distinct_givers_and_distinct_networks(settings):
 
 def test_client_networks():
     assert client_network("203.0.113.9") == "203.0.113.9"
-    assert client_network("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::"  # the /64, as its first address
     assert client_network("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_network("") == "" and client_network(None) == "" and client_network("garbage") == ""
 
@@ -257,6 +257,6 @@ def test_the_migration_marks_existing_labels(staff_user):
     trust_migration(apps, None)
     assert Label.objects.get(prediction=by_staff).trusted
     visitor_label = Label.objects.get(prediction=by_visitor)
-    assert (visitor_label.trusted, visitor_label.client) == (False, "2001:db8::/64")
+    assert (visitor_label.trusted, visitor_label.client) == (False, "2001:db8::")
     trust = dict(Prediction.objects.values_list("pk", "label_trust"))
     assert (trust[by_staff.pk], trust[by_visitor.pk], trust[unlabelled.pk]) == ("trusted", "visitor", "")
