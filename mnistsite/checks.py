@@ -86,7 +86,6 @@ def unapplied_migrations(database: str = "default") -> list[str]:
     executor = MigrationExecutor(connection)
     targets = executor.loader.graph.leaf_nodes()
     plan = executor.migration_plan(targets)
-    connection.close()
     return [f"{migration.app_label}.{migration.name}" for migration, backwards in plan if not backwards]
 
 
