@@ -242,3 +242,9 @@ class DatabaseCollector:
             if outcome in beat:
                 shadow.add_metric([outcome], float(beat[outcome]))
         yield shadow
+        looks = GaugeMetricFamily("mnistsite_shadow_process_looks", "Looks for new drawings the shadow process "
+                                  "took, or skipped while the CPUs were busy (SHADOW_MAX_BUSY), since it started",
+                                  labels=["outcome"])
+        looks.add_metric(["looked"], float(beat.get("looks", 0)))
+        looks.add_metric(["skipped"], float(beat.get("skipped", 0)))
+        yield looks

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from classifier.models import Prediction
+from classifier.shadow import ShadowPoller
 from tests.production.conftest import deployment, redis_server  # noqa: F401  (fixtures)
 from tests.support.drawings import SEVEN, canvas, encode
 from tests.support.http import post_json
@@ -84,6 +85,17 @@ def test_labels_by_trust_and_runs_by_state(client, settings, staff_user):
     trust = Prediction.objects.get(pk=reply.json()["id"]).label_trust
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
     assert value(text, "mnistsite_labelled_drawings", trust=trust or "none") >= 1
+
+
+@pytest.mark.django_db
+def test_the_shadow_process_counts_come_from_its_heartbeat(client, settings):
+    """The shadow process (manage.py shadow) serves no HTTP: its counts reach /metrics through the cache."""
+    settings.METRICS_TOKEN = TOKEN
+    ShadowPoller(batch_max=8).heartbeat(skipped=3)
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    assert value(text, "mnistsite_shadow_process_looks", outcome="skipped") == 3
+    assert value(text, "mnistsite_shadow_process_drawings", outcome="answered") == 0
+    assert value(text, "mnistsite_scrape_errors", part="shadow") == 0
 
 
 def _scrape(base: str) -> str:
