@@ -91,6 +91,7 @@ def test_labels_by_trust_and_runs_by_state(client, settings, staff_user):
 def test_the_shadow_process_counts_come_from_its_heartbeat(client, settings):
     """The shadow process (manage.py shadow) serves no HTTP: its counts reach /metrics through the cache."""
     settings.METRICS_TOKEN = TOKEN
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     ShadowPoller(batch_max=8).heartbeat(skipped=3)
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
     assert value(text, "mnistsite_shadow_process_looks", outcome="skipped") == 3
