@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import data
+from engine.data import checksums, mnist
 from engine.data import (
     ChecksumError,
     DataError,
+    DownloadError,
     IdxFormatError,
     MnistNotFoundError,
     MnistResource,
@@ -99,7 +100,7 @@ def fake_mnist(tmp_path, monkeypatch):
     """A tiny dataset on disk, with the expected checksums patched to match it."""
     arrays = make_fake_arrays()
     payloads = gz_payloads(arrays)
-    monkeypatch.setattr(data, "MNIST_RESOURCES", resources_for(payloads))
+    monkeypatch.setattr(mnist, "MNIST_RESOURCES", resources_for(payloads))
     root = tmp_path / "datasets"
     write_dataset(root, payloads)
     return root, arrays
@@ -217,7 +218,7 @@ def test_idx_format_error_is_a_data_error():
     assert issubclass(IdxFormatError, DataError)
     assert issubclass(ChecksumError, DataError)
     assert issubclass(MnistNotFoundError, DataError)
-    assert issubclass(data.DownloadError, DataError)
+    assert issubclass(DownloadError, DataError)
 
 
 # ---------------------------------------------------------------------- loading
@@ -257,7 +258,7 @@ def test_load_mnist_checksum_mismatch(fake_mnist):
     root, _ = fake_mnist
     path = mnist_raw_dir(root) / "train-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros((6,), dtype=np.uint8)), mtime=0))
-    expected = data.MNIST_RESOURCES[path.name].md5
+    expected = mnist.MNIST_RESOURCES[path.name].md5
     actual = hashlib.md5(path.read_bytes()).hexdigest()
     with pytest.raises(ChecksumError) as info:
         load_mnist(root, "train")
@@ -272,8 +273,8 @@ def test_load_mnist_checksum_mismatch(fake_mnist):
 def test_load_mnist_sha256_mismatch(fake_mnist):
     root, _ = fake_mnist
     name = "t10k-images-idx3-ubyte.gz"
-    good = data.MNIST_RESOURCES[name]
-    table = dict(data.MNIST_RESOURCES)
+    good = mnist.MNIST_RESOURCES[name]
+    table = dict(mnist.MNIST_RESOURCES)
     table[name] = MnistResource(name, md5=good.md5, sha256="0" * 64)
     with pytest.raises(ChecksumError, match="sha256"):
         load_mnist(root, "test", resources=table)
@@ -299,7 +300,7 @@ def test_load_mnist_missing_file(fake_mnist):
 
 def _rewrite(root: Path, monkeypatch, arrays: dict[str, np.ndarray]) -> None:
     payloads = gz_payloads(arrays)
-    monkeypatch.setattr(data, "MNIST_RESOURCES", resources_for(payloads))
+    monkeypatch.setattr(mnist, "MNIST_RESOURCES", resources_for(payloads))
     write_dataset(root, payloads)
 
 
@@ -330,13 +331,13 @@ def test_load_mnist_label_out_of_range(fake_mnist, monkeypatch):
 def test_verification_is_cached_per_file_state(fake_mnist, monkeypatch):
     root, _ = fake_mnist
     calls: list[str] = []
-    real = data._compute_digests
+    real = checksums._compute_digests
 
     def counting(path):
         calls.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(data, "_compute_digests", counting)
+    monkeypatch.setattr(checksums, "_compute_digests", counting)
     load_mnist(root, "train")
     load_mnist(root, "train")
     load_mnist(root, "train")
@@ -385,7 +386,7 @@ def test_mnist_fingerprint(fake_mnist, tmp_path, monkeypatch):
 
 
 def test_resources_table_matches_known_digests():
-    table = data.MNIST_RESOURCES
+    table = mnist.MNIST_RESOURCES
     assert set(table) == {
         "train-images-idx3-ubyte.gz",
         "train-labels-idx1-ubyte.gz",

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.engine.test_data import gz_payloads, idx_bytes, make_fake_arrays, resources_for
-from engine import data
+from engine.data import mnist
 from engine.data import (
     DownloadError,
     download_mnist,
@@ -92,7 +92,7 @@ def mirror_server():
 @pytest.fixture
 def fake_payloads(monkeypatch) -> dict[str, bytes]:
     payloads = gz_payloads(make_fake_arrays())
-    monkeypatch.setattr(data, "MNIST_RESOURCES", resources_for(payloads))
+    monkeypatch.setattr(mnist, "MNIST_RESOURCES", resources_for(payloads))
     return payloads
 
 
@@ -169,7 +169,7 @@ def test_download_bad_checksum_leaves_nothing(tmp_path, mirror_server, fake_payl
 
     message = str(info.value)
     assert name in message and "md5 mismatch" in message
-    assert data.MNIST_RESOURCES[name].md5 in message
+    assert mnist.MNIST_RESOURCES[name].md5 in message
     assert name not in leftovers(tmp_path)
     assert not [n for n in leftovers(tmp_path) if n.endswith(".part")]
     # Files before the failing one were kept; it is retried next time.
