@@ -134,12 +134,13 @@ class InferenceRegistry:
             except (CheckpointError, OSError, ValueError) as exc:
                 failure = Failure.of(exc)
                 self._failures[key] = failure
-                log.error("cannot load model version %s (%s): %s", ref.id, ref.label, failure.detail)
+                log.error("cannot load model version %s (%s): %s", ref.id, ref.label, failure.detail,
+                          extra={"version_id": ref.id})
                 metrics.model_load(ok=False)
                 raise ModelUnavailable(f"model {ref.label} cannot be loaded: {failure.public}") from None
             self._failures.pop(key, None)
             self._models[key] = serving
-            log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch)
+            log.info("loaded model version %s (%s, %s)", ref.id, ref.label, ref.arch, extra={"version_id": ref.id})
             metrics.model_load(ok=True)
             return serving
 

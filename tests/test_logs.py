@@ -25,6 +25,8 @@ def test_a_request_under_log_format_json_logs_its_request_id(deployment):  # noq
             request_id = error.headers["X-Request-ID"]
         with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:
             other_id = response.headers["X-Request-ID"]
+        with urllib.request.urlopen(f"{base}/readyz", timeout=60) as response:  # loads the model in this request
+            ready_id = response.headers["X-Request-ID"]
     assert request_id and other_id and request_id != other_id
     lines = [line for path in deployment.logs for line in path.read_text().splitlines() if line.startswith("{")]
     entries = [json.loads(line) for line in lines]
@@ -32,6 +34,8 @@ def test_a_request_under_log_format_json_logs_its_request_id(deployment):  # noq
     assert mine, lines
     assert any("no-such-endpoint" in entry["message"] and entry["level"] == "WARNING" for entry in mine), mine
     assert {"time", "level", "logger", "message", "request_id", "run_id", "version_id"} <= set(mine[0])
+    [loaded] = [entry for entry in entries if entry["message"].startswith("loaded model version")]
+    assert loaded["request_id"] == ready_id and isinstance(loaded["version_id"], int), loaded
 
 
 @pytest.mark.django_db
