@@ -4,7 +4,9 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections import namedtuple
 
+import psutil
 import pytest
 import torch
 from django.urls import reverse
@@ -12,6 +14,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from classifier import lifecycle, shadow
+from classifier.shadow import answers
 from classifier.inference import registry
 from classifier.models import LifecycleEvent, ModelVersion, Prediction, ShadowPrediction
 from classifier.promotion import Evidence, Requirement, gate_decide
@@ -234,7 +237,7 @@ def test_in_process_mode_the_request_path_does_nothing_for_the_shadow(api_client
     shadow.shadow_start(version=shipped("logreg"))
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         predict(api_client)
-    assert callbacks == [] and shadow._worker is None  # no queue, no thread, not even a callback
+    assert callbacks == [] and answers._worker is None  # no queue, no thread, not even a callback
 
 
 def test_the_poller_answers_the_newest_live_drawings_since_each_candidate_entered_shadow(api_client, process_mode):
@@ -310,24 +313,40 @@ def test_the_shadow_process_runs_at_the_idle_cpu_priority():
     assert done.stdout.split("\n")[:2] == ["idle (SCHED_IDLE)", "True"]
 
 
-def test_the_cpu_gauge_counts_what_others_keep_busy(tmp_path, monkeypatch):
-    stat = tmp_path / "stat"
-    gauge = shadow.CpuGauge(stat)
-    gauge.tick = 100
-    own = iter([0.0, 0.0, 0.5, 0.5])
-    monkeypatch.setattr(shadow.time, "process_time", lambda: next(own))
+CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+OwnTimes = namedtuple("OwnTimes", "user system children_user children_system")
 
-    def write(user, idle):  # user nice system idle iowait irq softirq steal, in ticks
-        stat.write_text(f"cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
 
-    write(1000, 1000)
+def test_the_cpu_gauge_counts_what_others_keep_busy():
+    readings = [  # (the machine's CPU seconds, all CPUs together; this process's own)
+        (CpuTimes(10, 0, 0, 10, 0, 0, 0, 0, 0, 0), OwnTimes(0, 0, 0, 0)),
+        (CpuTimes(11, 0, 0, 11, 0, 0, 0, 0, 0, 0), OwnTimes(0, 0, 0, 0)),  # 1 s busy of 2 s
+        (CpuTimes(12, 0, 1, 11, 0, 0, 0, 0, 0, 0), OwnTimes(0.25, 0.25, 9, 9)),  # 2 s busy, 0.5 s our own
+        (CpuTimes(13, 0, 1, 11.5, 0.5, 0, 0, 0, 1, 0), OwnTimes(0.5, 0.25, 9, 9)),  # guest is inside user; iowait idles
+    ]
+    machine = iter([times for times, _ in readings])
+    own = iter([times for _, times in readings])
+    gauge = shadow.CpuGauge(machine=lambda: next(machine), own=lambda: next(own))
     assert gauge.busy() is None  # the first reading has nothing to compare with
-    write(1100, 1100)  # 1 s busy of 2 s
     assert gauge.busy() == pytest.approx(0.5)
-    write(1300, 1100)  # 2 s busy of 2 s, of which 0.5 s was this process's own
-    assert gauge.busy() == pytest.approx(0.75)
-    stat.unlink()
-    assert gauge.busy() is None  # not Linux, or no /proc: unknown, so the shadow looks
+    assert gauge.busy() == pytest.approx(0.75)  # children's CPU time is not this process's own
+    assert gauge.busy() == pytest.approx(0.75 / 2)
+
+    def unreadable():
+        raise psutil.AccessDenied()
+
+    blind = shadow.CpuGauge(machine=unreadable)
+    assert blind.busy() is None and blind.busy() is None  # unknown, so the shadow looks
+
+
+def test_the_cpu_gauge_reads_this_machine():
+    gauge = shadow.CpuGauge()
+    assert gauge.busy() is None
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # our own work, which the gauge leaves out
+        sum(range(1000))
+    busy = gauge.busy()
+    assert busy is not None and 0.0 <= busy <= 1.0
 
 
 def test_the_shadow_process_skips_looks_while_the_cpus_are_busy(api_client, process_mode, monkeypatch, settings):
