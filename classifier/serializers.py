@@ -115,6 +115,8 @@ SKIP_IDS = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,499}$"
 
 
 class ReviewQueryParamsSerializer(StrictSerializer):
+    json_types = False  # a query string's values
+
     skip = serializers.RegexField(SKIP_IDS, required=False, allow_blank=True, max_length=4000, default="",
                                   trim_whitespace=False,  # " 1" is not what the pattern says
                                   error_messages={"invalid": "Comma-separated prediction ids, at most 500."},

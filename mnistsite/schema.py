@@ -48,3 +48,18 @@ def errors(*statuses: int, **descriptions: str) -> dict[int, OpenApiResponse]:
     generic text of a status for this operation: ``errors(404, 409, s409="Already active.")``."""
     return {status: OpenApiResponse(ErrorSerializer, description=descriptions.get(f"s{status}", WHEN[status]))
             for status in statuses}
+
+
+def blank_query_values_allowed(result, generator, request, public):
+    """Postprocessing hook: a list's filters (django-filter) and its ``page`` take ``?name=`` as if the
+    parameter were absent, so the schema says ``allowEmptyValue`` for them."""
+    for path, _regex, method, callback in generator.endpoints or []:
+        view = getattr(callback, "cls", None)
+        names = set(getattr(getattr(view, "filterset_class", None), "base_filters", None) or {})
+        if getattr(view, "pagination_class", None) is not None and hasattr(view, "paginate_queryset"):
+            names.add("page")
+        operation = result["paths"].get(path, {}).get(method.lower(), {})
+        for parameter in operation.get("parameters", []):
+            if parameter.get("in") == "query" and parameter.get("name") in names:
+                parameter["allowEmptyValue"] = True
+    return result

@@ -348,6 +348,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served by the site, no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # drf-spectacular's own hook, then: lists' filters and page take an empty value as absent.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "mnistsite.schema.blank_query_values_allowed"],
     # Two models have a "status" with choices of their own: each enum gets its own name in the schema.
     "ENUM_NAME_OVERRIDES": {
         "ModelVersionStatusEnum": "classifier.models.ModelVersion.Status",

@@ -98,3 +98,35 @@ def test_review_skip_refuses_what_its_pattern_refuses(skip):
     from classifier.serializers import ReviewQueryParamsSerializer
 
     assert not ReviewQueryParamsSerializer(data={"skip": skip}).is_valid()
+
+
+@pytest.mark.parametrize("body, wrong", [({"reason": 0}, "reason"), ({"reason": ["x"]}, "reason"),
+                                         ({"reason": "ok", "force": 0}, "force"),
+                                         ({"reason": "ok", "force": "true"}, "force")])
+def test_json_values_must_have_the_fields_json_type(body, wrong):
+    """DRF alone would take 0 for "0" and "true" for true; the schema says string and boolean."""
+    from classifier.serializers import ActivateRequestSerializer
+
+    serializer = ActivateRequestSerializer(data=body)
+    assert not serializer.is_valid()
+    assert set(serializer.errors) == {wrong}
+
+
+def test_run_request_numbers_must_be_json_numbers():
+    from training.serializers import RetrainRequestSerializer
+
+    assert not RetrainRequestSerializer(data={"arch": "mlp", "epochs": "1"}).is_valid()
+    assert not RetrainRequestSerializer(data={"arch": "mlp", "epochs": True}).is_valid()
+    assert not RetrainRequestSerializer(data={"arch": "mlp", "lr": "0.1"}).is_valid()
+    assert RetrainRequestSerializer(data={"arch": "mlp", "epochs": 1, "lr": 1, "augment": None}).is_valid()
+
+
+def test_list_filters_and_page_say_an_empty_value_is_allowed(schema):
+    def query(path):
+        return {p["name"]: p for p in schema["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+
+    predictions = query("/api/predictions/")
+    for name in ("digit", "label", "model_version", "source", "labelled", "page"):
+        assert predictions[name]["allowEmptyValue"] is True, name
+    assert query("/api/runs/")["status"]["allowEmptyValue"] is True
+    assert "allowEmptyValue" not in query("/api/review/")["count"]

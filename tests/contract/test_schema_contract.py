@@ -102,7 +102,7 @@ def schemathesis(schema_url: str, *args: str, report_dir: Path) -> subprocess.Co
     command = [
         str(ST), "--config-file", str(CONFIG), "--no-color", "run", schema_url, "--checks", "all",
         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-        "--generation-database", "none", "--request-timeout", "30", *args,
+        "--generation-database", "none", "--request-timeout", "60", *args,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     # Run from a folder of its own: schemathesis may write reports and caches where it runs.
