@@ -95,7 +95,7 @@ def dataset_zip(path: Path, *, images: tuple[str, bytes], labels: bytes, manifes
 
 
 def gzip_bomb(header: bytes, inflated: int) -> bytes:
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     parts = [packer.compress(header)]
     zeros = bytes(1 << 20)
     left = inflated - len(header)
@@ -151,7 +151,9 @@ def main() -> None:
         for case in ("gzip-bomb", "huge-manifest", "wide-checkpoint", "largest-dataset"):
             path = build(case, Path(tmp), rows)
             out = subprocess.run([sys.executable, "-c", CHILD, case, str(path)], cwd=REPO, capture_output=True,
-                                 text=True, check=True, env={**os.environ, "DRAWINGS_IMPORT_MAX_ROWS": str(max(rows, 4))})
+                                 text=True, env={**os.environ, "DRAWINGS_IMPORT_MAX_ROWS": str(max(rows, 4))})
+            if out.returncode:
+                sys.exit(f"{case}: the measuring process failed:\n{out.stderr}")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             result["file_bytes"] = path.stat().st_size
             path.unlink()

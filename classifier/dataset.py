@@ -233,6 +233,10 @@ class _Dataset:
     labels: torch.Tensor  # uint8 [N]
     manifest: list[tuple[str, str, str]]  # per row: label, image, input_sha256 (as written, "" when absent)
     read_image: Any  # (row index, name inside the folder) -> (bytes, file extension)
+    digests: list[str] = field(default_factory=list)  # sha256 of each row's 28x28 input (by _check)
+
+    def pixels(self, index: int) -> bytes:
+        return self.images[index].numpy().tobytes()
 
 
 # The IDX headers an import reads: magic (0, 0, element type uint8, number of dimensions), then the sizes.
@@ -462,11 +466,15 @@ def _check(data: _Dataset) -> None:
         raise _bad(f"{len(images)} images, {len(labels)} labels and {len(manifest)} manifest rows: they must agree.")
     if labels.numel() and int(labels.max()) > 9:
         raise _bad(f"Label {int(labels.max())} is not a digit.")
-    for index, ((given, _, digest), label, image) in enumerate(zip(manifest, labels.tolist(), images)):
+    flat = images.numpy().reshape(-1)  # the inputs hashed in place, not copied row by row
+    data.digests = []
+    for index, ((given, _, digest), label) in enumerate(zip(manifest, labels.tolist())):
         if given != "" and given != str(label):
             raise _bad(f"Manifest row {index} says label {given!r}, {DATASET_LABELS} says {label}.")
-        if digest and digest != hashlib.sha256(image.numpy().tobytes()).hexdigest():
+        actual = hashlib.sha256(flat[index * PIXELS:(index + 1) * PIXELS]).hexdigest()
+        if digest and digest != actual:
             raise _bad(f"Manifest row {index}: the 28x28 input's sha256 differs from the manifest's.")
+        data.digests.append(actual)
 
 
 def import_drawings(*, source: str | IO[bytes], by: AbstractBaseUser) -> ImportSummary:
@@ -493,8 +501,7 @@ def import_drawings(*, source: str | IO[bytes], by: AbstractBaseUser) -> ImportS
 
 def _import(data: _Dataset, *, by: AbstractBaseUser) -> ImportSummary:
     summary = ImportSummary(rows=len(data.labels))
-    pixels = [image.numpy().tobytes() for image in data.images]
-    digests = [hashlib.sha256(raw).hexdigest() for raw in pixels]
+    digests = data.digests
     here: dict[str, list[int | None]] = {}  # input digest -> the labels of the drawings here with that input
     unique = sorted(set(digests))
     for i in range(0, len(unique), 1000):
@@ -526,7 +533,7 @@ def _import(data: _Dataset, *, by: AbstractBaseUser) -> ImportSummary:
                 probabilities = model.probabilities(batch).tolist()
                 latency_ms = (time.perf_counter() - began) * 1000 / len(chunk)
                 for index, probs in zip(chunk, probabilities):
-                    prediction = _create(data, index, pixels[index], digests[index], probs, model.ref.id,
+                    prediction = _create(data, index, data.pixels(index), digests[index], probs, model.ref.id,
                                          latency_ms, by, saved)
                     label_record(prediction=prediction, value=labels[index], by=by, via=Label.Via.IMPORT)
                     summary.ids.append(prediction.pk)
