@@ -126,6 +126,13 @@ class DrawingsImportForm(forms.Form):
         help_text="A zip as the action \"Export labelled drawings\" or manage.py export_drawings writes it.",
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].help_text += (  # the limits classifier.dataset applies (docs/operations/upload-limits.md)
+            f" At most {settings.DRAWINGS_IMPORT_MAX_ROWS:,} drawings (DRAWINGS_IMPORT_MAX_ROWS), each original image "
+            f"at most {filesizeformat(settings.PREDICT_MAX_IMAGE_BYTES)} (PREDICT_MAX_IMAGE_BYTES); only regular files."
+        )
+
     def clean_dataset(self):
         upload = self.cleaned_data["dataset"]
         limit = settings.DRAWINGS_IMPORT_MAX_BYTES

@@ -198,7 +198,9 @@ def test_a_zip_of_more_entries_than_drawings_is_refused_before_it_is_listed(expo
     assert error.message.startswith("The zip holds 38 entries; at most 26 are accepted")
 
 
-def test_the_admin_form_shows_the_refusal(admin_client, exported):
+def test_the_admin_form_shows_the_limits_and_the_refusal(admin_client, exported, settings):
+    settings.DRAWINGS_IMPORT_MAX_ROWS = 5000
+    assert "At most 5,000 drawings (DRAWINGS_IMPORT_MAX_ROWS)" in admin_client.get(IMPORT).content.decode()
     name = image_names(exported)[0]
     data = rebuilt(exported, drop=(name.removeprefix("drawings/"),), add=(entry(name, 0o120777, b"/etc/passwd"),))
     Prediction.objects.all().delete()
