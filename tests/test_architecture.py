@@ -78,6 +78,9 @@ def test_the_reader_resolves_relative_and_local_imports(tmp_path, monkeypatch):
     assert {"engine.trainer", "classifier.lifecycle", "training.execution", "dashboard.consumers"} <= set(modules)
     targets = {target for target, _, _ in imports_of(modules["classifier.lifecycle"])}
     assert {"classifier.models", "classifier.checkpoints", "engine.checkpoint"} <= targets
+    # in a subpackage, `..lifecycle` is the app's module and `.reports` the sibling
+    nested = {target for target, _, _ in imports_of(modules["classifier.shadow.lifecycle"])}
+    assert {"classifier.lifecycle", "classifier.shadow.reports"} <= nested and "classifier.shadow" not in nested
     monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
     (tmp_path / "pkg").mkdir()
     sample = tmp_path / "pkg" / "mod.py"
