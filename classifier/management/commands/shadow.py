@@ -3,7 +3,7 @@
 With ``SHADOW_WORKER=process`` (the default when a broker is configured) the web processes do nothing
 for the shadow; this process looks for the predictions stored since its last look every
 ``SHADOW_POLL_SECONDS`` and has every candidate in shadow answer the newest of them
-(``classifier.shadow.ShadowPoller``). It runs at the kernel's idle CPU priority (``SCHED_IDLE`` on
+(``classifier.shadow.process.ShadowPoller``). It runs at the kernel's idle CPU priority (``SCHED_IDLE`` on
 Linux): it gets a CPU only when no web process, database or worker wants it, so under heavy traffic
 it answers fewer drawings rather than take time from requests. One per deployment is enough; a
 second one only answers the same drawings again (the answers are stored once).
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from classifier.shadow import CpuGauge, ShadowPoller
+from classifier.shadow.process import CpuGauge, ShadowPoller
 from mnistsite.checks import require_migrated
 
 log = logging.getLogger("classifier.shadow")
