@@ -135,3 +135,25 @@ def test_object_storage_settings_come_from_the_environment():
     env.pop("MEDIA_S3_BUCKET")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "MEDIA_S3_BUCKET" in out.stderr
+
+
+@pytest.mark.django_db
+def test_staff_download_checkpoints_and_drawings_from_the_bucket(s3_media, zero_logreg_checkpoint, mnist_settings,
+                                                                  api_client, client, staff_user, settings):
+    from classifier.lifecycle import model_version_activate, model_version_upload
+    from classifier.models import Prediction
+
+    version = model_version_upload(data=zero_logreg_checkpoint, name="zero")
+    model_version_activate(version=version, by=None, reason="served from the bucket", force=True)
+    made = api_client.post("/api/predict/", {"image": _png_of_a_seven()}, format="json").json()
+    drawing = Prediction.objects.get(pk=made["id"]).image.name
+    media = "/" + settings.MEDIA_URL.strip("/") + "/"
+    urls = {f"{media}{version.checkpoint.name}": zero_logreg_checkpoint, f"{media}{drawing}": None}
+    for url in urls:
+        assert client.get(url).status_code == 404  # anonymous: as if there were no such file
+    client.force_login(staff_user)
+    for url, expected in urls.items():
+        response = client.get(url)
+        assert response.status_code == 200, url
+        body = b"".join(response.streaming_content)
+        assert body == expected if expected is not None else body.startswith(b"\x89PNG")
