@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
 
@@ -91,10 +91,15 @@ def unapplied_migrations(database: str = "default") -> list[str]:
 
 def require_migrated(stream: Any = None) -> None:
     """Exit (status 1) with the list of missing migrations unless the database has them all."""
-    missing = unapplied_migrations()
+    stream = stream or sys.stderr
+    try:
+        missing = unapplied_migrations()
+    except DatabaseError as exc:  # unreachable, wrong password...: say so in one line, not a traceback
+        print(f"Cannot read the database's migrations ({type(exc).__name__}: {str(exc).strip().splitlines()[0]}). "
+              "Refusing to start.", file=stream)
+        raise SystemExit(1) from None
     if not missing:
         return
-    stream = stream or sys.stderr
     shown = "\n".join(f"  {name}" for name in missing[:20]) + (
         f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
     print(f"The database lacks {len(missing)} migration{'s' if len(missing) != 1 else ''}:\n{shown}\n"

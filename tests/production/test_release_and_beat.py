@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from tests.production.conftest import REPO, Deployment, _own_database_url
-from tests.support.processes import stop
+from tests.support.processes import free_port, stop
 
 INTERVAL_S = 1
 WINDOW_S = 6
@@ -57,6 +57,12 @@ def test_servers_refuse_an_unmigrated_database_until_the_release_step(unreleased
         said = done.stdout + done.stderr
         assert "make release" in said and "python manage.py migrate" in said, (argv, said)
         assert "contenttypes.0001_initial" in said and re.search(r"lacks \d+ migrations", said), said
+
+    unreachable = Deployment(env={**unreleased.env, "DATABASE_URL": f"postgres://site@127.0.0.1:{free_port()}/site"},
+                             folder=unreleased.folder)
+    done = _run(unreachable, "-m", "mnistsite.serve", "http", "--workers", "1")
+    assert done.returncode == 1 and "Cannot read the database's migrations" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
     unreleased.manage("migrate", "--noinput", "-v", "0")  # the release step
     with unreleased.serve("http", "--workers", "1") as base:
