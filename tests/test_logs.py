@@ -2,10 +2,17 @@
 X-Request-ID believed only from a trusted proxy, Sentry untouched without a DSN."""
 from __future__ import annotations
 
+import gzip
+import http.server
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import sentry_sdk
@@ -13,6 +20,8 @@ import sentry_sdk
 from mnistsite import logs
 from mnistsite.apps import init_sentry
 from tests.production.conftest import deployment, redis_server  # noqa: F401  (fixtures)
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_request_under_log_format_json_logs_its_request_id(deployment):  # noqa: F811
@@ -65,3 +74,36 @@ def test_sentry_is_not_initialised_without_a_dsn(settings):
     settings.SENTRY_DSN = ""
     assert init_sentry() is False
     assert not sentry_sdk.is_initialized()
+
+
+def test_with_a_dsn_errors_are_sent_to_sentry(tmp_path):
+    """A real process with SENTRY_DSN pointing at a local receiver: an error log line arrives as an event."""
+    received: list[tuple[str, bytes]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append((self.path, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {key: value for key, value in os.environ.items() if key in {"PATH", "HOME", "LANG", "TMPDIR"}}
+        env.update({"SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_address[1]}/42",
+                    "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "DJANGO_SETTINGS_MODULE": "mnistsite.settings"})
+        code = ("import logging, sentry_sdk\n"
+                "logging.getLogger('mnistsite.test').error('something broke for the operator to see')\n"
+                "sentry_sdk.flush(timeout=10)\n")
+        done = subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+    assert [path for path, _ in received] == ["/api/42/envelope/"], received
+    body = received[0][1]
+    body = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+    assert b"something broke for the operator to see" in body
