@@ -563,3 +563,5 @@ LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL"
 # Django's own console handler on "django" (DEBUG only) would print each of its records a second time
 # next to the root's: "django" (django.request's 4xx/5xx, ...) only propagates to the root.
 LOGGING["loggers"] = {"django": {"handlers": [], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": True}}
+# django-axes writes three INFO lines per failed sign-in; its warnings (each failure, each lockout) are enough.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
