@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.throttling import ScopedRateThrottle
 
+from mnistsite import serve
 from mnistsite.clients import (
     client_address,
     client_address_from_scope,
@@ -159,3 +160,10 @@ def test_predictions_record_the_client_by_the_same_rule(api_client, shipped_vers
     assert _predict(api_client, "6.6.6.6, 198.51.100.42", peer="10.0.0.5") == 200
     assert _predict(api_client, "6.6.6.6", peer="203.0.113.9") == 200
     assert list(Prediction.objects.order_by("pk").values_list("client_ip", flat=True)) == ["198.51.100.42", "203.0.113.9"]
+
+
+def test_no_server_of_the_entry_point_rewrites_the_client_from_headers():
+    commands = [serve.http_command(host="127.0.0.1", port=8000, workers=2),
+                serve.site_command(host="127.0.0.1", port=8000), serve.ws_command(host="127.0.0.1", port=8001)]
+    for argv in commands:  # Daphne's --proxy-headers would set scope["client"] from X-Forwarded-For
+        assert not [arg for arg in argv if "proxy" in arg.lower() or "forwarded" in arg.lower()], argv
