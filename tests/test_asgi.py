@@ -185,14 +185,19 @@ def test_a_signed_in_browser_needs_the_csrf_token(handler, user):
     assert prediction.user == user and prediction.source == "site" and prediction.session_key == session
 
 
-def test_streamed_files_arrive_whole(handler):
+def test_streamed_files_arrive_whole(handler, django_user_model):
+    from django.test import Client
+
     script = (REPO / "static" / "site" / "api.js").read_bytes()
     reply = asgi(handler, "GET", "/static/site/api.js")
     assert reply.status_code == 200 and reply.content == script
     assert int(reply.header("content-length")) == len(script)
     drawing = asgi(handler, "POST", PREDICT, predict_body(encode(canvas(SEVEN)))).json()
     stored = Prediction.objects.get(pk=drawing["id"]).image
-    reply = asgi(handler, "GET", stored.url)  # a drawing, served by django.views.static (a FileResponse)
+    browser = Client()
+    browser.force_login(django_user_model.objects.create_user("curator", is_staff=True))
+    cookie = {"cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    reply = asgi(handler, "GET", stored.url, headers=cookie)  # a drawing, to staff (a FileResponse)
     assert reply.status_code == 200 and reply.content == stored.read()
 
 
