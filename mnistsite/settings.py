@@ -450,9 +450,28 @@ if LABELS_AGREEMENT_CLIENTS < 2:
 # The review queue asks the active version and the newest candidate for their answers on this many
 # drawings at its head (in memory, nothing stored) and moves those they disagree on forward.
 REVIEW_OPINION_WINDOW = int(os.environ.get("REVIEW_OPINION_WINDOW", 32))
-# Promotion gate: a candidate may be this much (accuracy, 0..1) below the active version and still pass.
-PROMOTION_MARGIN_MNIST = float(os.environ.get("PROMOTION_MARGIN_MNIST", 0.0))
-PROMOTION_MARGIN_FIELD = float(os.environ.get("PROMOTION_MARGIN_FIELD", 0.0))
+# Promotion gate margins: how much accuracy (0..1) a candidate may lose against the active version on a set
+# and still pass the gate's "at least as accurate, minus the margin" test (classifier/promotion.py).
+# PROMOTION_MARGIN_MNIST is the forgetting budget, 0.001 = 0.1 percentage point (10 of the 10,000 MNIST test
+# images). MNIST only guards against forgetting: users' drawings are what the site is for, and without a
+# budget an honest fine-tune that loses a handful of MNIST test images is refused whatever users' drawings
+# say (docs/training.md, docs/trust.md). Losing more than the budget, significantly (McNemar), is refused
+# even when users' drawings gain.
+# PROMOTION_MARGIN_FIELD (the field set and the shadow evidence, users' own drawings): 0, no loss allowed.
+# Both must lie in [0, 0.05].
+def _promotion_margin(name: str, raw: str | None, default: float) -> float:
+    try:
+        value = float(raw) if raw and raw.strip() else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number between 0 and 0.05 (accuracy 0..1), got {raw!r}") from None
+    if not 0.0 <= value <= 0.05:
+        raise ImproperlyConfigured(f"{name} must be between 0 and 0.05 (accuracy 0..1, 0.001 = 0.1 percentage "
+                                   f"point), got {raw!r}")
+    return value
+
+
+PROMOTION_MARGIN_MNIST = _promotion_margin("PROMOTION_MARGIN_MNIST", os.environ.get("PROMOTION_MARGIN_MNIST"), 0.001)
+PROMOTION_MARGIN_FIELD = _promotion_margin("PROMOTION_MARGIN_FIELD", os.environ.get("PROMOTION_MARGIN_FIELD"), 0.0)
 # Significance level of the gate's paired (McNemar) test on each evidence set.
 PROMOTION_ALPHA = float(os.environ.get("PROMOTION_ALPHA", 0.05))
 if not 0.0 < PROMOTION_ALPHA < 1.0:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +15,12 @@ from classifier import promotion
 from classifier.checkpoints import version_model
 from classifier.drawings import Drawings
 from classifier.models import ModelVersion
-from classifier.promotion import Evidence, decision_rows, gate_decide, mcnemar_p, promotion_gate
+from classifier.promotion import Evidence, Requirement, decision_rows, gate_decide, mcnemar_p, promotion_gate
+from classifier.shadow import SHADOW_EVIDENCE, SHADOW_TITLE
 
 pytestmark = pytest.mark.django_db
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def answers(*, n: int, both: int, only_candidate: int, only_active: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +195,122 @@ def test_rows_of_a_decision_stored_before_the_paired_test():
     assert [r["title"] for r in rows] == ["MNIST test", "field set"]
     assert rows[0]["verdict"] == "not tested" and rows[0]["p_value"] is None and rows[1]["n"] == 824
     assert decision_rows(None) == [] and decision_rows({"field": None}) == []
+
+
+# ------------------------------------------------------------------ the forgetting budget (the defaults)
+
+
+def _settings_of_a_fresh_process(**env: str) -> subprocess.CompletedProcess:
+    """The promotion margins as a process started with ``env`` (and nothing else of ours) loads them."""
+    code = "from django.conf import settings as s; print(s.PROMOTION_MARGIN_MNIST, s.PROMOTION_MARGIN_FIELD)"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "mnistsite.settings", **env})
+
+
+def test_the_default_budget_is_a_tenth_of_a_point_on_mnist_and_nothing_on_users_drawings():
+    result = _settings_of_a_fresh_process()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.001", "0.0"]
+    changed = _settings_of_a_fresh_process(PROMOTION_MARGIN_MNIST="0.002", PROMOTION_MARGIN_FIELD="0.05")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.split() == ["0.002", "0.05"]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PROMOTION_MARGIN_MNIST", "0.06"),  # six points of MNIST is no longer a forgetting guard
+    ("PROMOTION_MARGIN_FIELD", "-0.001"),
+    ("PROMOTION_MARGIN_MNIST", "0.1%"),
+])
+def test_a_margin_outside_zero_to_five_points_is_refused_at_start(name, value):
+    result = _settings_of_a_fresh_process(**{name: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and f"{name} must be" in result.stderr
+    assert "between 0 and 0.05" in result.stderr and repr(value) in result.stderr
+
+
+def test_the_settings_margins_reach_the_gate(active, settings):
+    """No candidate weights: the gate compares stored MNIST accuracies under PROMOTION_MARGIN_MNIST."""
+    settings.PROMOTION_MARGIN_MNIST = 0.001
+    empty = Drawings.empty()
+    within = promotion_gate(candidate_metrics={"test_accuracy": active.test_accuracy - 0.001}, candidate_model=None,
+                            active=active, field=empty)
+    assert within.promote and within.figures["mnist"]["margin"] == 0.001, within.reason
+    assert "with a margin of 0.10 pp" in within.reason
+    beyond = promotion_gate(candidate_metrics={"test_accuracy": active.test_accuracy - 0.0011}, candidate_model=None,
+                            active=active, field=empty)
+    assert not beyond.promote and beyond.figures["rule"] == "margin", beyond.reason
+
+
+def _budget_evidence(settings, *, mnist: tuple[int, int], field: tuple[int, int], shadow: tuple[int, int] | None = None):
+    """MNIST test (10,000 images), field set (300) and optionally shadow traffic (400), each with the margin
+    the site gives it (``gate_evidence`` and ``shadow_evidence``); pairs are (only candidate, only active)."""
+    sets = [
+        evidence("mnist", n=10_000, both=9_900, b=mnist[0], c=mnist[1], margin=settings.PROMOTION_MARGIN_MNIST),
+        evidence("field", n=300, both=250, b=field[0], c=field[1], margin=settings.PROMOTION_MARGIN_FIELD),
+    ]
+    if shadow is not None:
+        b, c = shadow
+        candidate, current = answers(n=400, both=300, only_candidate=b, only_active=c)
+        sets.append(Evidence.paired(name=SHADOW_EVIDENCE, title=SHADOW_TITLE, candidate=candidate, active=current,
+                                    for_users=True, margin=settings.PROMOTION_MARGIN_FIELD))
+    return sets
+
+
+@pytest.fixture
+def default_margins(settings):
+    settings.PROMOTION_MARGIN_MNIST, settings.PROMOTION_MARGIN_FIELD = 0.001, 0.0  # the settings' defaults
+    return settings
+
+
+def test_an_honest_fine_tune_within_the_budget_is_promoted_without_a_user_gain(active, default_margins):
+    # 10 MNIST test images lost (0.10 pp: 20 only the candidate right, 30 only the active version; p = 0.2),
+    # users' drawings level: promoted by the margin rule
+    assert mcnemar_p(20, 30) > 0.05
+    within = gate_decide(_budget_evidence(default_margins, mnist=(20, 30), field=(4, 4)), active=active)
+    assert within.promote and within.figures["rule"] == "margin", within.reason
+    assert within.figures["mnist"]["active"] - within.figures["mnist"]["candidate"] == pytest.approx(0.001)
+    assert "at least as accurate as cnn v1 on every set, within the margins" in within.reason
+    # 11 images (0.11 pp): beyond the budget, refused
+    beyond = gate_decide(_budget_evidence(default_margins, mnist=(20, 31), field=(4, 4)), active=active)
+    assert not beyond.promote and beyond.figures["rule"] == "margin", beyond.reason
+    assert "below cnn v1 on the MNIST test by more than the margin" in beyond.reason
+    # the old default (no budget) refused the one within it
+    default_margins.PROMOTION_MARGIN_MNIST = 0.0
+    assert not gate_decide(_budget_evidence(default_margins, mnist=(20, 30), field=(4, 4)), active=active).promote
+
+
+def test_significant_forgetting_beyond_the_budget_is_refused_even_when_users_gain(active, default_margins):
+    users_gain = (30, 5)  # field set: significantly better (p < 0.0001)
+    assert mcnemar_p(*users_gain) < 1e-4
+    # MNIST: 35 images lost (0.35 pp), 5 against 40, p < 0.0001
+    refused = gate_decide(_budget_evidence(default_margins, mnist=(5, 40), field=users_gain), active=active)
+    assert not refused.promote and refused.figures["rule"] == "significantly_worse", refused.reason
+    assert refused.figures["field"]["verdict"] == "better" and refused.figures["mnist"]["verdict"] == "worse"
+    assert "significantly worse than cnn v1 on the MNIST test, by more than the margin" in refused.reason
+    # 12 images lost (0.12 pp), 0 against 12 (p = 0.0005): still beyond the budget, still refused
+    assert not gate_decide(_budget_evidence(default_margins, mnist=(0, 12), field=users_gain), active=active).promote
+    # 10 images lost, 0 against 10 (p = 0.002): significant, but within the budget, and users gain: promoted
+    within = gate_decide(_budget_evidence(default_margins, mnist=(0, 10), field=users_gain), active=active)
+    assert within.figures["mnist"]["verdict"] == "worse"
+    assert within.promote and within.figures["rule"] == "significantly_better", within.reason
+
+
+def test_significantly_worse_on_shadow_traffic_is_refused_whatever_mnist_says(active, default_margins):
+    shadow_loss = (5, 30)  # 25 more of users' live drawings wrong (p < 0.0001)
+    for mnist in [(60, 5), (20, 20), (20, 30)]:  # significantly better, level, within the budget
+        decision = gate_decide(_budget_evidence(default_margins, mnist=mnist, field=(4, 4), shadow=shadow_loss),
+                               active=active)
+        assert not decision.promote and decision.figures["rule"] == "significantly_worse", decision.reason
+        assert decision.figures["shadow"]["verdict"] == "worse"
+        assert f"significantly worse than cnn v1 on the {SHADOW_TITLE}" in decision.reason
+    # even with a significant gain on the field set
+    mixed = gate_decide(_budget_evidence(default_margins, mnist=(60, 5), field=(30, 5), shadow=shadow_loss),
+                        active=active)
+    assert not mixed.promote and mixed.figures["rule"] == "significantly_worse"
+    # required shadow evidence (PROMOTION_SHADOW_MIN_LABELLED) refuses any loss there, before anything else
+    required = gate_decide(_budget_evidence(default_margins, mnist=(60, 5), field=(4, 4), shadow=(10, 12)),
+                           active=active, requirements=[Requirement(SHADOW_EVIDENCE, SHADOW_TITLE, 100)])
+    assert not required.promote and required.figures["rule"] == "required_no_loss", required.reason
 
 
 # ------------------------------------------------------------------ on real models and images
