@@ -86,6 +86,7 @@ def drawings(count: int) -> list[tuple[str, int]]:
     for n, index in enumerate(range(0, step * count, step)):
         params = variant_params(index, 0, seed=0)
         params["form"] = "transparent"  # what the drawing page sends
+        params.pop("rng")  # black ink, as the drawing page draws
         image = render(samples[index], **params)
         out.append((encode(image), int(samples[index]["label"])))
     return out
