@@ -118,8 +118,9 @@ def test_two_beats_queue_one_check_per_interval(deployment):
         refused = sum(log_path.read_text().count("was sent by another beat") for log_path in logs)
     print(f"two beats, {INTERVAL_S} s interval, {WINDOW_S} s window: {queued} checks queued, {refused} sends refused")
     # One per interval (not two): a beat whose claim failed sent nothing.
-    assert WINDOW_S / INTERVAL_S - 2 <= queued <= WINDOW_S / INTERVAL_S + 1, queued
-    assert refused >= WINDOW_S / INTERVAL_S - 2, refused
+    # (the lower bounds are loose: a busy machine may delay a beat's tick; twice per interval is what must not be)
+    assert WINDOW_S / INTERVAL_S / 2 <= queued <= WINDOW_S / INTERVAL_S + 1, queued
+    assert refused >= WINDOW_S / INTERVAL_S / 2, refused
     assert deployment.log_problems() == []
 
 
@@ -149,6 +150,6 @@ def test_two_stock_beats_cause_one_check_per_interval(deployment):
     per_window = WINDOW_S / INTERVAL_S
     print(f"two stock beats, {INTERVAL_S} s interval, {WINDOW_S} s window: {sent} sent, {ran} checks ran, "
           f"{skipped} skipped")
-    assert sent >= 2 * (per_window - 1), sent  # both beats sent every interval
-    assert per_window - 2 <= ran <= per_window + 1, (ran, sent, skipped)
-    assert skipped >= per_window - 2, (ran, sent, skipped)
+    assert sent >= 1.5 * per_window, sent  # both beats sent (about) every interval
+    assert per_window / 2 <= ran <= per_window + 1, (ran, sent, skipped)
+    assert skipped >= per_window / 2, (ran, sent, skipped)
