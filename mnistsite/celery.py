@@ -30,8 +30,13 @@ POLICY_ENTRY = "retrain-policy"
 POLICY_TASK = "training.policy_check"
 
 
-def seed_beat_schedule(*, apps: Any, using: str = "default", **kwargs: Any) -> bool:
-    """``post_migrate``: the policy's periodic task, from the settings, unless it exists; whether it was made."""
+def seed_beat_schedule(*, apps: Any = None, using: str = "default", **kwargs: Any) -> bool:
+    """``post_migrate``: the policy's periodic task, from the settings, unless it exists; whether it was made.
+
+    ``migrate`` passes its historical ``apps``; ``flush`` (a test database emptied between transactional
+    tests) sends ``post_migrate`` without them, and then the installed models are used."""
+    if apps is None:
+        from django.apps import apps
     try:
         periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
         interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
