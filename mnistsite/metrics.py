@@ -19,6 +19,11 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 
 log = logging.getLogger(__name__)
 
+# A process started with the variable pointing at a folder that does not exist yet (a worker or the WebSocket
+# server on a fresh machine) makes it, rather than failing as its first counter is created.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 PREDICTIONS = Counter("mnistsite_predictions", "Drawings answered, by model version and outcome "
                       "(answered; unavailable: no model could answer)", ["version", "outcome"])
 PREDICTION_SECONDS = Histogram("mnistsite_prediction_seconds", "Time to preprocess and answer one drawing",

@@ -2,6 +2,7 @@
 and summed over Granian's worker processes (prometheus_client's multiprocess mode)."""
 from __future__ import annotations
 
+import os
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -127,3 +128,15 @@ def test_two_granian_workers_are_summed(deployment, tmp_path):  # noqa: F811
                               for v in versions))
     assert len(writers) == 2, f"both workers should have answered predictions: {writers}"
     assert totals == [predictions] * 6, totals
+
+
+def test_a_process_whose_metrics_folder_does_not_exist_yet_starts(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "not" / "there"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder), "DJANGO_SETTINGS_MODULE": "mnistsite.settings"}
+    done = subprocess.run([sys.executable, "-c", "import mnistsite.metrics as m; m.prediction(version=1, seconds=0.01)"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert folder.is_dir() and any(folder.iterdir())  # the counters were written there
