@@ -140,7 +140,7 @@ def _simultaneously(count: int, start) -> list[str]:
     return sorted(outcomes)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_ten_simultaneous_starts_get_two_runs(django_user_model, settings, monkeypatch):
     settings.TRAINING_MAX_QUEUED_PER_USER, settings.TRAINING_MAX_QUEUED = 2, 8
     monkeypatch.setattr(services, "dispatch", lambda run: None)  # stay queued: nothing trains here
