@@ -55,6 +55,19 @@ settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: throttle counters (every test client is 127.0.0.1) and cached
+    counts do not carry over from the tests before it (in CI the cache is a Redis server that outlives them)."""
+    from django.core.cache import cache
+
+    try:
+        cache.clear()
+    except Exception:  # noqa: BLE001 - a test that stopped the cache's server sees what it left
+        pass
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_inference_registry():
     """Each test sees the registry as a new server process would."""
     from classifier.inference import registry

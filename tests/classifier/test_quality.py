@@ -178,8 +178,11 @@ def test_stats_page_without_a_warning_or_data(client, staff_user):
 
 
 def test_stats_page_quality_is_staff_only(client, user):
+    # Signed out: to the site's own login, and back. Signed in without staff: refused (a login would loop).
+    response = client.get(reverse("pages:stats"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("account-login"))
     client.force_login(user)
-    assert client.get(reverse("pages:stats")).status_code == 302
+    assert client.get(reverse("pages:stats")).status_code == 403
 
 
 def test_stats_page_static_files_exist():
