@@ -16,22 +16,11 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.drawings import SEVEN, canvas, encode
+from tests.support.http import post_json as post
 
 pytestmark = pytest.mark.slow
 
 DRAWING = {"image": encode(canvas(SEVEN))}
-
-
-def post(url: str, body: dict, *, forwarded_for: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if forwarded_for is not None:
-        headers["X-Forwarded-For"] = forwarded_for
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 class Browser:
