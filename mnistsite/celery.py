@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from django.apps import apps as installed_apps
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mnistsite.settings")
@@ -35,8 +36,7 @@ def seed_beat_schedule(*, apps: Any = None, using: str = "default", **kwargs: An
 
     ``migrate`` passes its historical ``apps``; ``flush`` (a test database emptied between transactional
     tests) sends ``post_migrate`` without them, and then the installed models are used."""
-    if apps is None:
-        from django.apps import apps
+    apps = installed_apps if apps is None else apps
     try:
         periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
         interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
