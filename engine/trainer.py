@@ -97,10 +97,32 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# The schedule a run that asks for a target accuracy gets (``train --target-accuracy``, the speed
+# benchmark), over its architecture's recipe, when the caller chose none of epochs, batch size and
+# learning rate: a short one-cycle (airbench-style) sized to reach 99% on MNIST test within about
+# one epoch — two epochs of schedule, a fifth of it warm-up, so the learning rate is already falling
+# when the target is usually reached — at a larger batch and peak rate (fewer, cheaper steps on a
+# CPU). Habit synthesis is off: it serves real drawings, not MNIST test, costs twice the time of the
+# rest of the augmentation per batch, and its extra samples give every batch a different size, which
+# makes the CPU kernels re-plan for each new shape (the first few hundred steps were ~3x slower).
+# Thickness and the affine warp stay. Figures: docs/benchmarks.md, "Training speed".
+FAST_RECIPES: dict[str, dict[str, Any]] = {
+    "cnn": dict(epochs=2, batch_size=256, lr=0.3, warmup=0.2, augment_config={}),
+}
+FAST_CHOICES = ("epochs", "batch_size", "lr")  # any of these chosen by the caller keeps the shipped recipe
+
+
 def recipe(arch: str, **overrides: Any) -> TrainConfig:
-    """The default training config for an architecture, with explicit overrides (None = keep)."""
+    """The default training config for an architecture, with explicit overrides (None = keep).
+
+    With ``target_accuracy`` and none of ``FAST_CHOICES`` given, the architecture's fast recipe
+    (``FAST_RECIPES``) replaces the shipped one's schedule.
+    """
+    chosen = {k: v for k, v in overrides.items() if v is not None}
     values = {"arch": arch, **RECIPES.get(arch, {})}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "target_accuracy" in chosen and not any(k in chosen for k in FAST_CHOICES):
+        values.update(FAST_RECIPES.get(arch, {}))
+    values.update(chosen)
     return TrainConfig(**values)
 
 
