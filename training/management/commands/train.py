@@ -42,7 +42,9 @@ class Command(BaseCommand):
     help = (
         "Train a network on MNIST (data from MNIST_ROOT) and save a checkpoint. Options left out take the "
         "architecture's recipe defaults. With --target-accuracy the run stops as soon as MNIST test accuracy, "
-        "checked four times per epoch, reaches the target (a speed benchmark, not a way to pick a model)."
+        "checked four times per epoch, reaches the target (a speed benchmark, not a way to pick a model); "
+        "unless --epochs, --batch-size or --lr is given it trains with the architecture's fast recipe "
+        "(engine.trainer.FAST_RECIPES: a short one-cycle, no habit synthesis)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -52,7 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
         parser.add_argument("--label-smoothing", type=float)
         parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
-        parser.add_argument("--target-accuracy", type=float, help="stop once MNIST test accuracy reaches this (e.g. 0.99)")
+        parser.add_argument("--target-accuracy", type=float, help="stop once MNIST test accuracy reaches this (e.g. 0.99); "
+                                 "trains with the fast recipe unless --epochs/--batch-size/--lr is given")
         parser.add_argument("--out", help="checkpoint path (default: MEDIA_ROOT/checkpoints/<arch>-<time>.pt)")
         parser.add_argument("--plots", help="folder for history.png and predictions.png")
         parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
