@@ -10,11 +10,16 @@ data loading, training, the accuracy checks, the final evaluation, the checkpoin
 TARGET_SECONDS bounds; and the training time from the command's summary line (time in training steps
 only; the run's own wall time is shown beside it).
 
-    MNIST_ROOT=../shared/data/mnist python bench/train_speed.py [--seeds 0 1 2] [--arch cnn]
+    MNIST_ROOT=../shared/data/mnist python bench/train_speed.py [--seeds 0 1 2] [--arch cnn] [--against DIR]
+
+``--against DIR`` also runs the same command in another checkout (e.g. ``git worktree add /tmp/old
+<commit>``), in turns with this one, seed by seed (the machine's speed drifts between minutes), and
+reports the median of the per-seed ratios of whole-process times.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -31,16 +36,19 @@ SUMMARY = re.compile(
 TARGET_SECONDS = 12.0  # whole process, median over the seeds
 
 
-def run_once(arch: str, seed: int, target: float, out_dir: Path) -> dict[str, float | str]:
+def run_once(arch: str, seed: int, target: float, out_dir: Path, repo: Path = REPO) -> dict[str, float | str]:
     cmd = [sys.executable, "manage.py", "train", "--arch", arch, "--target-accuracy", str(target),
-           "--seed", str(seed), "--out", str(out_dir / f"{arch}-{seed}.pt")]
+           "--seed", str(seed), "--out", str(out_dir / f"{arch}-{seed}-{repo.name}.pt")]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ)
+    if env.get("MNIST_ROOT"):  # the same data from any checkout
+        env["MNIST_ROOT"] = str(Path(env["MNIST_ROOT"]).resolve())
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     process_s = time.perf_counter() - started
     match = SUMMARY.search(proc.stdout)
     if not match:
         sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"seed {seed}: no summary line (exit code {proc.returncode})")
+        raise SystemExit(f"seed {seed} in {repo}: no summary line (exit code {proc.returncode})")
     return {
         "verdict": match["verdict"],
         "accuracy": float(match["acc"]),
@@ -56,15 +64,23 @@ def main() -> None:
     parser.add_argument("--arch", default="cnn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--against", type=Path, help="another checkout to time in turns with this one")
     args = parser.parse_args()
-    rows = []
+    rows, ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
+            if args.against:
+                other = run_once(args.arch, seed, args.target, Path(tmp), repo=args.against.resolve())
             row = run_once(args.arch, seed, args.target, Path(tmp))
             rows.append(row)
             print(f"seed {seed}: {row['verdict']} {100 * args.target:.1f}% — test accuracy {row['accuracy']:.2f}% "
                   f"after {row['epochs']:.2f} epochs, training time {row['train_s']:.2f} s "
                   f"(run wall {row['wall_s']:.1f} s), whole process {row['process_s']:.1f} s", flush=True)
+            if args.against:
+                ratios.append(row["process_s"] / other["process_s"])
+                print(f"  {args.against}: {other['verdict']} after {other['epochs']:.2f} epochs, training time "
+                      f"{other['train_s']:.2f} s, whole process {other['process_s']:.1f} s; ratio {ratios[-1]:.2f}",
+                      flush=True)
     if any(r["verdict"] != "reached" for r in rows):
         raise SystemExit("at least one seed did not reach the target")
     process = statistics.median(r["process_s"] for r in rows)
@@ -72,6 +88,9 @@ def main() -> None:
     verdict = "within" if process <= TARGET_SECONDS else "OVER"
     print(f"time to {100 * args.target:.1f}% ({args.arch}): median {process:.1f} s whole process "
           f"({verdict} the {TARGET_SECONDS:.0f} s target), {training:.2f} s of training, over {len(rows)} seeds")
+    if ratios:
+        print(f"whole process against {args.against}: median ratio {statistics.median(ratios):.2f} "
+              f"({', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,27 @@ def test_train_writes_a_loadable_checkpoint_and_plots(mnist_root, tmp_path):
             assert image.size[0] > 300
 
 
+@pytest.mark.slow
+def test_train_to_a_target_uses_the_fast_recipe(mnist_root, tmp_path):
+    from engine.trainer import FAST_RECIPES
+
+    # A few steps on a slice of MNIST: whether 99% is reached is the benchmark's business (bench/train_speed.py);
+    # here, that the run trained with the fast recipe, and that the summary line says how it ended.
+    out, stdout = tmp_path / "cnn.pt", io.StringIO()
+    try:
+        call_command("train", "--arch", "cnn", "--target-accuracy", "0.99", "--mnist-limit", "1300", "--val-size",
+                     "500", "--out", str(out), "--mnist-root", str(mnist_root), stdout=stdout, stderr=io.StringIO())
+    except CommandError as exc:
+        assert "target accuracy not reached" in str(exc)
+    output = stdout.getvalue()
+    assert "2 epochs x 3 steps" in output, output
+    assert re.search(r"^(did not reach|reached) target 99\.00%: test accuracy [\d.]+% .*training time", output, re.M)
+    training = load_checkpoint(out)["training"]
+    fast = FAST_RECIPES["cnn"]
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (fast["epochs"], fast["batch_size"], fast["lr"])
+    assert training["augment_config"]["flagged_one"] == 0.0 and training["tta"] == "none"
+
+
 def test_train_rejects_bad_options(tmp_path):
     with pytest.raises(CommandError, match="epochs"):
         run("train", "--arch", "cnn", "--epochs", "0", "--out", str(tmp_path / "x.pt"))
