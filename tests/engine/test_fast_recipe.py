@@ -11,7 +11,9 @@ def test_target_accuracy_picks_the_fast_recipe():
     assert (config.epochs, config.batch_size, config.lr, config.warmup) == (
         fast["epochs"], fast["batch_size"], fast["lr"], fast["warmup"])
     assert config.epochs < RECIPES["cnn"]["epochs"]
-    assert not AugmentConfig(**config.augment_config).has_habits  # habit synthesis off
+    augment = AugmentConfig(**config.augment_config)
+    assert not augment.has_habits and augment.thickness == 0  # habit synthesis and stroke thickness off
+    assert augment.rotate_deg == AugmentConfig.rotate_deg  # the affine warp stays
     assert config.augment and config.target_accuracy == 0.99 and config.seed == 3
     assert config.tta == "none"  # one view, as the target is checked
     config.validate()
