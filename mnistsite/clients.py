@@ -84,11 +84,16 @@ def _is_trusted(address: IPAddress, networks: tuple[Network, ...]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
+def in_networks(address: str | None, networks: Iterable[str]) -> bool:
+    """Whether ``address`` lies in one of ``networks`` (addresses or networks as text, parsed once)."""
+    parsed = _address(address or "")
+    return parsed is not None and _is_trusted(parsed, _networks(tuple(networks)))
+
+
 def is_trusted_proxy(address: str | None) -> bool:
     """Whether ``address`` (a peer such as ``REMOTE_ADDR``) is one of the proxies ``TRUSTED_PROXIES`` names:
     only such a peer's forwarded headers (X-Forwarded-For, X-Request-ID, ...) may be believed."""
-    parsed = _address(address or "")
-    return parsed is not None and _is_trusted(parsed, _trusted_networks())
+    return in_networks(address, getattr(settings, "TRUSTED_PROXIES", None) or ())
 
 
 def resolve_client(peer: str | None, forwarded_for: str | None) -> str:

@@ -16,11 +16,9 @@ CSRF, so a balancer's probe by IP address gets an answer too.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -37,7 +35,7 @@ from classifier.inference import registry
 from classifier.models import Prediction
 from classifier.shadow import HEARTBEAT_KEY
 from mnistsite import metrics
-from mnistsite.clients import client_address
+from mnistsite.clients import client_address, in_networks
 from training.models import RetrainPolicyEvent, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -134,27 +132,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
 # ----------------------------------------------------------------------------- metrics
 
 
-@lru_cache(maxsize=8)
-def _networks(items: tuple[str, ...]) -> tuple:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
-
-
 def metrics_allowed(request: HttpRequest) -> bool | None:
     """True: may scrape; False: may not; None: /metrics is not enabled (no token and no networks set)."""
     token = settings.METRICS_TOKEN
-    networks = _networks(tuple(settings.METRICS_ALLOWED_NETWORKS))
+    networks = settings.METRICS_ALLOWED_NETWORKS
     if not token and not networks:
         return None
     given = request.META.get("HTTP_AUTHORIZATION", "")
     if token and given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode()):
         return True
-    if networks:
-        try:
-            address = ipaddress.ip_address(client_address(request))
-        except ValueError:
-            return False
-        return any(address.version == net.version and address in net for net in networks)
-    return False
+    return bool(networks) and in_networks(client_address(request), networks)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -1,17 +1,15 @@
 """Middleware of the project."""
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-from mnistsite import health, logs
+from mnistsite import clients, health, logs
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
@@ -50,17 +48,6 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _from_trusted_proxy(request: HttpRequest) -> bool:
-    peer = request.META.get("REMOTE_ADDR", "")
-    networks = getattr(settings, "TRUSTED_PROXIES", None) or ()
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in networks
-               if ipaddress.ip_network(net, strict=False).version == address.version)
-
-
 class RequestIdMiddleware:
     """Every request gets an id: the ``X-Request-ID`` a trusted proxy (``TRUSTED_PROXIES``) sent, else a new
     one. It is returned in the ``X-Request-ID`` response header and carried by every log line written while
@@ -71,7 +58,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         given = request.META.get("HTTP_X_REQUEST_ID", "")
-        if not (given and _REQUEST_ID.match(given) and _from_trusted_proxy(request)):
+        if not (given and _REQUEST_ID.match(given) and clients.is_trusted_proxy(request.META.get("REMOTE_ADDR"))):
             given = uuid.uuid4().hex
         request.request_id = given
         # Set, not bound to this call: Django logs a 4xx/5xx response (django.request) after the middleware
