@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from classifier.models import ModelVersion
-from tests.production.conftest import RedisServer
+from tests.production.conftest import redis_server  # noqa: F401  (fixture)
 from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,37 +50,27 @@ def test_readyz_without_an_active_model_is_503_naming_it(client, one_process):
     assert response.json()["failing"] == ["model"]
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(folder=tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.django_db
-def test_readyz_follows_redis_down_and_back(client, settings, private_redis):
+def test_readyz_follows_redis_down_and_back(client, settings, redis_server):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": private_redis.url,
+                                   "LOCATION": redis_server.url,
                                    "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
-    settings.CELERY_BROKER_URL = private_redis.url
+    settings.CELERY_BROKER_URL = redis_server.url
     settings.READYZ_TIMEOUT_SECONDS = 0.5
 
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     assert response.json()["checks"]["cache"] == response.json()["checks"]["broker"] == "ok"
 
-    private_redis.stop()
+    redis_server.stop()
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and body["failing"] == ["cache", "broker"]
     assert body["checks"]["database"] == "ok" and body["checks"]["model"] == "ok"
-    assert str(private_redis.port) not in response.content.decode()
+    assert str(redis_server.port) not in response.content.decode()
 
-    private_redis.start()  # the same port again
+    redis_server.start()  # the same port again
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
 
