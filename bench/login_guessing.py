@@ -1,13 +1,17 @@
 """Password guessing against the login page while people predict: what the guesses cost the site.
 
-Starts the production HTTP entry point (``python -m mnistsite.serve http``, DEBUG off, its own SQLite
-file, Django's default password hasher), makes one account, and measures ``POST /api/predict/``
+Starts the production HTTP entry point (``python -m mnistsite.serve http``, DEBUG off, a fresh database of
+its own — on the PostgreSQL server ``--database-url`` names, else an SQLite file —, Redis as cache when
+``REDIS_URL`` is set, Django's default password hasher), makes one account, and measures ``POST /api/predict/``
 latency at concurrency 1, first alone, then while ``--guessers`` loops post wrong passwords for that
 account to ``/account/login/`` (each with a made-up X-Forwarded-For, as the security review's did).
 Run it with the lockout on (the default) and off (``--lockout off``: the site before lockouts)::
 
     .venv/bin/python -m bench.login_guessing --seconds 15
     .venv/bin/python -m bench.login_guessing --seconds 15 --lockout off
+
+The production layout: ``REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python -m bench.login_guessing
+--database-url postgres://postgres@127.0.0.1:5432/postgres --seconds 15 [--lockout off]``.
 
 It prints one JSON object: predict latency alone and under guessing, the guesses made and how they
 were answered (200: a counted failure, whose password was hashed; 429: refused before hashing), the
@@ -38,6 +42,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from bench.loadgen import cpu_seconds, run_load
+from bench.predict_api import fresh_database
 from tests.support.processes import free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,14 +84,17 @@ def main() -> None:
     parser.add_argument("--guessers", type=int, default=4, help="concurrent guessing loops")
     parser.add_argument("--workers", type=int, default=2, help="HTTP worker processes")
     parser.add_argument("--lockout", choices=["on", "off"], default="on")
+    parser.add_argument("--database-url", default=None,
+                        help="a PostgreSQL server on this machine to make the run's own database on (default: SQLite)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="mnistsite-login-guessing-"))
     (folder / "static").mkdir()
-    env = {key: value for key, value in os.environ.items() if key in {"PATH", "HOME", "LANG", "TMPDIR"}}
+    database_url, drop_database = fresh_database(args.database_url, folder)
+    env = {key: value for key, value in os.environ.items() if key in {"PATH", "HOME", "LANG", "TMPDIR", "REDIS_URL"}}
     env.update({"DJANGO_SETTINGS_MODULE": "mnistsite.settings", "DEBUG": "false",
                 "SECRET_KEY": secrets.token_urlsafe(40), "ALLOWED_HOSTS": "127.0.0.1",
-                "DATABASE_URL": f"sqlite:///{folder / 'site.sqlite3'}", "MEDIA_ROOT": str(folder / "media"),
+                "DATABASE_URL": database_url, "MEDIA_ROOT": str(folder / "media"),
                 "STATIC_ROOT": str(folder / "static"), "PREDICT_THROTTLE": "off", "TOKEN_THROTTLE": "off",
                 "LOGIN_LOCKOUT_ENABLED": "true" if args.lockout == "on" else "false", "WEB_WORKERS": str(args.workers)})
     manage = [sys.executable, "manage.py"]
@@ -127,9 +135,10 @@ def main() -> None:
         right = attempt(base, PASSWORD, "198.51.100.250")
     finally:
         stop(server, timeout=30)
+        drop_database()
 
     print(json.dumps({
-        "lockout": args.lockout, "guessers": args.guessers, "workers": args.workers,
+        "lockout": args.lockout, "database": database_url.split(":", 1)[0], "redis": bool(env.get("REDIS_URL")), "guessers": args.guessers, "workers": args.workers,
         "predict_alone": alone.summary(), "predict_while_guessing": under.summary(),
         "guesses": sum(answers.values()), "guesses_per_s": round(sum(answers.values()) / guessing_s, 1),
         "server_cpu_ms_per_guess": round(cpu_alone / alone_guesses * 1000, 1) if alone_guesses else None,
