@@ -35,6 +35,21 @@ evaluation on MNIST test and the field set, registration).
 
 A quick run: ``--holdout tos --points 0,all``. Needs the MNIST files (``$MNIST_ROOT``) and the
 recorded digits (``--data``, default ``../shared/data/strokes-dev/strokes.json.gz``).
+
+``--question population`` asks what a deployed site faces instead: its corrections come from the people
+who use it and its next visitors are *new writers of that same population*. One site; the writers of
+every group are split in two (``bench.strokes.split_writers``, seeded by ``--seed``); the "users" half
+draws and corrects (their digits, variant ``index % 3``, in a seeded order), and each version scores
+the other half's writers in all three renderings, per group and pooled. ``--through policy`` lets the
+site decide instead of staff: the retraining policy (Celery beat, ``make beat``) queues the fine-tune
+once the corrections are in, the shadow process (``manage.py shadow``) runs the candidate beside the
+active version on the users' further drawings, which are corrected too, and the gate promotes or keeps
+it; the benchmark reports what it did and what the active version reads afterwards. There the
+corrections go through a staff token (trusted labels, the site's defaults for what trains, docs/trust.md);
+otherwise the users' own ``label_key`` corrections, with ``LABELS_TRAIN_TRUST=visitor``.
+
+    python bench/learning_from_corrections.py --question population [--points 0,250,1000,all]
+        [--through api|policy] [--retrain-options '{"recipe": "population"}'] [--seed 0] [--json out.json]
 """
 from __future__ import annotations
 
@@ -66,7 +81,7 @@ import numpy as np  # noqa: E402
 
 from bench.predict_api import fresh_database, site_env  # noqa: E402
 from bench.real_drawings import DEFAULT_DATA  # noqa: E402
-from bench.strokes import load_strokes, render, variant_params  # noqa: E402
+from bench.strokes import load_strokes, render, split_writers, variant_params  # noqa: E402
 from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
 
 GROUPS = ("ced", "val", "uqb", "tos")
@@ -148,6 +163,7 @@ class Site:
         self.logs: list[Path] = []
         self.drop_database = lambda: None
         self.redis_url = args.redis_url
+        self.policy = getattr(args, "through", "api") == "policy"
 
     def start(self) -> Api:
         database_url, self.drop_database = fresh_database(self.args.database_url, self.tmp)
@@ -164,7 +180,19 @@ class Site:
             TRAINING_QUEUE=f"training-lfc-{secrets.token_hex(4)}",
             LABELS_TRAIN_TRUST="visitor",  # a user's correction trains at once (docs/trust.md)
             DJANGO_SUPERUSER_PASSWORD=password,
+            RETRAIN_POLICY_ENABLED="false",
         )
+        if self.policy:
+            # the site's own trust defaults; staff-confirmed corrections; the policy decides
+            self.env.pop("LABELS_TRAIN_TRUST")
+            self.env.update(
+                RETRAIN_POLICY_ENABLED="true",
+                RETRAIN_POLICY_SCHEDULER="beat",
+                RETRAIN_POLICY_MIN_LABELS=str(self.args.policy_min_labels),
+                RETRAIN_POLICY_SHADOW_MIN_LABELS=str(self.args.shadow_labels),
+                RETRAIN_POLICY_INTERVAL_SECONDS="5",
+                RETRAIN_POLICY_RUN_OPTIONS=json.dumps(self.args.retrain_options),
+            )
         if self.args.torch_threads:
             self.env["TRAINING_TORCH_THREADS"] = str(self.args.torch_threads)
         (self.tmp / "static").mkdir()
@@ -176,6 +204,10 @@ class Site:
         web = self._spawn("web", [sys.executable, "-m", "mnistsite.serve", "http", "--host", "127.0.0.1",
                                   "--port", str(port), "--workers", str(self.args.web_workers)])
         self._spawn("worker", [*manage, "worker", "--loglevel", "warning"])
+        if self.policy:
+            self._spawn("beat", [sys.executable, "-m", "celery", "-A", "mnistsite", "beat", "--loglevel", "warning",
+                                 "--pidfile", str(self.tmp / "beat.pid"), "--schedule", str(self.tmp / "beat-schedule")])
+            self._spawn("shadow", [*manage, "shadow", "--priority", "normal"])
         wait_for_port(port, web, timeout=90, name="web server", log=lambda: self._log("web"))
         api = Api(f"http://127.0.0.1:{port}")
         api.token = api.call("POST", "/api/token/", {"username": STAFF, "password": password}, expect=201)["token"]
@@ -343,6 +375,198 @@ def play(args: argparse.Namespace, samples: list[dict[str, Any]], held: str, poi
     return results
 
 
+# --------------------------------------------------------------------------- the same population
+
+
+def population_split(samples: Sequence[dict[str, Any]], seed: int) -> tuple[list[int], list[int]]:
+    """The users' digits in the order they correct them, and the other half's (the new visitors') digits."""
+    users = split_writers([s["writer"] for s in samples], seed=seed)
+    mine = [i for i, s in enumerate(samples) if s["writer"] in users]
+    order = np.random.default_rng(seed).permutation(len(mine))
+    return [mine[i] for i in order], [i for i, s in enumerate(samples) if s["writer"] not in users]
+
+
+def score_groups(api: Api, drawings: Sequence[Drawing], version: int, concurrency: int) -> dict[str, float]:
+    """Accuracy (%) per writer group and pooled, as the site serves ``version``."""
+    def one(drawing: Drawing) -> bool:
+        reply = predict(api, drawing, version)
+        if reply["model_version"]["id"] != version:
+            raise ApiError(f"asked version {version}, answered by {reply['model_version']['id']}")
+        return reply["digit"] == drawing.label
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        right = list(pool.map(one, drawings))
+    out = {}
+    for group in GROUPS:
+        mine = [r for r, d in zip(right, drawings) if d.group == group]
+        if mine:
+            out[group] = 100.0 * sum(mine) / len(mine)
+    out["pooled"] = 100.0 * sum(right) / len(right)
+    return out
+
+
+def staff_correct(api: Api, drawing: Drawing) -> dict[str, Any]:
+    """A user draws; the correction reaches the site as a trusted label (staff confirming it)."""
+    answer = predict(api, drawing)
+    return api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
+
+
+def wait_for(what: str, probe: Any, timeout: float = RUN_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ApiError(f"timed out waiting for {what}")
+        time.sleep(2.0)
+
+
+def play_population(args: argparse.Namespace, samples: list[dict[str, Any]], points: list[int | None]) -> dict[str, Any]:
+    corrections, visitors = population_split(samples, args.seed)
+    t0 = time.perf_counter()
+    visitor_drawings = render_drawings(samples, visitors, seed=args.seed, variants=[0, 1, 2])
+    counts = {g: sum(d.group == g for d in visitor_drawings) for g in GROUPS}
+    print(f"[population] {len(corrections)} users' digits to correct; {len(visitor_drawings)} renderings of the "
+          f"other half's {len(visitors)} digits to score ({', '.join(f'{g} {n}' for g, n in counts.items())}), "
+          f"rendered in {time.perf_counter() - t0:.0f}s", flush=True)
+    if args.through == "policy" and not args.policy_min_labels:
+        args.policy_min_labels = len(corrections) - args.shadow_labels - 20
+    site = Site(args, "population")
+    out: dict[str, Any] = {"n": counts, "users_digits": len(corrections), "points": []}
+    try:
+        api = site.start()
+        active = api.call("GET", "/api/model-status/")["active"]["id"]
+        print(f"[population] site up at {api.base} (active version {active}); decided by "
+              f"{'the policy' if site.policy else 'staff, POST /api/retrain/'}; fine-tune options: "
+              f"{json.dumps(args.retrain_options) if args.retrain_options else 'the defaults'}", flush=True)
+        before = score_groups(api, visitor_drawings, active, args.concurrency)
+        out["points"].append({"corrections": 0, "version": active, "accuracy": before})
+        print(f"[population] before any correction: {_fmt(before)}", flush=True)
+        if site.policy:
+            out["policy"] = through_policy(api, args, samples, corrections, visitor_drawings, active)
+            return out
+        done = 0
+        for target in points:
+            target = len(corrections) if target is None else min(target, len(corrections))
+            if target <= done:
+                continue
+            drawings = render_drawings(samples, corrections[done:target], seed=args.seed)
+            right = sum(correct(api, d) for d in drawings)
+            print(f"[population] {target} corrections given ({right} of the {target - done} new ones the active "
+                  f"version had right)", flush=True)
+            done = target
+            state = fine_tune(api, active, args.retrain_options)
+            version = state["result_version"]["id"]
+            accuracy = score_groups(api, visitor_drawings, version, args.concurrency)
+            metrics = state.get("metrics") or {}
+            point = {"corrections": target, "version": version, "accuracy": accuracy, "run": state["id"],
+                     "run_seconds": _seconds(state.get("started_at"), state.get("finished_at")),
+                     "trained_drawings": (state.get("data") or {}).get("drawings"),
+                     "mnist_test": 100 * metrics["test_accuracy"] if metrics.get("test_accuracy") is not None else None,
+                     "config": {k: state["config"].get(k) for k in ("epochs", "lr", "extra_repeat", "mnist_limit")}}
+            out["points"].append(point)
+            print(f"[population] after {target} corrections: version {version}: {_fmt(accuracy)}; run "
+                  f"{point['run']} {point['run_seconds']:.0f}s, {point['trained_drawings']} drawings trained, MNIST "
+                  f"test {point['mnist_test']:.2f}%, {point['config']}", flush=True)
+    except Exception:
+        for log in site.logs:
+            if log.is_file():
+                print(f"--- {log.name} (last lines)\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        site.stop()
+    out["plateau"] = plateau(out["points"], counts)
+    return out
+
+
+def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, Any]], corrections: list[int],
+                   visitor_drawings: list[Drawing], active: int) -> dict[str, Any]:
+    """All the users' corrections as trusted labels; the policy fine-tunes, shadows and decides by itself."""
+    first = corrections[: len(corrections) - args.shadow_labels - 20]
+    later = corrections[len(first):]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        list(pool.map(lambda d: staff_correct(api, d), render_drawings(samples, first, seed=args.seed)))
+    print(f"[policy] {len(first)} corrections given in {time.perf_counter() - started:.0f}s; waiting for the policy",
+          flush=True)
+
+    def candidate_in_shadow():
+        state = api.call("GET", "/api/policy/")
+        for event in state.get("events", []):
+            if event["action"] == "failed":
+                raise ApiError(f"the policy's run failed: {event}")
+        return state if "in shadow" in state["status"] else None
+
+    wait_for("the policy's fine-tune and its candidate in shadow", candidate_in_shadow)
+    in_shadow_s = time.perf_counter() - started
+    print(f"[policy] candidate in shadow after {in_shadow_s:.0f}s: {api.call('GET', '/api/policy/')['status']}",
+          flush=True)
+    # the users go on drawing; the candidate answers in shadow beside the active version; staff confirm
+    later_drawings = render_drawings(samples, later, seed=args.seed)
+    for drawing in later_drawings:
+        answer = predict(api, drawing)
+        time.sleep(0.1)  # the shadow process answers from the drawings it polls
+        api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
+
+    def decided():
+        return next((e for e in api.call("GET", "/api/policy/")["events"]
+                     if e["action"] in {"promoted", "kept", "failed"}), None)
+
+    event = wait_for("the gate's decision", decided)
+    seconds = time.perf_counter() - started
+    now_active = api.call("GET", "/api/model-status/")["active"]["id"]
+    accuracy = score_groups(api, visitor_drawings, now_active, args.concurrency)
+    runs = api.call("GET", "/api/runs/")
+    runs = runs["results"] if isinstance(runs, dict) else runs
+    run = next((r for r in runs if r["id"] == event.get("run")), None)
+    print(f"[policy] the gate: {event['action']} ({event['reason']}) {seconds:.0f}s after the first correction; "
+          f"active version {now_active}: {_fmt(accuracy)}", flush=True)
+    return {"decision": {k: event.get(k) for k in ("action", "reason", "run", "version")},
+            "corrections_before_run": len(first), "labelled_in_shadow": len(later_drawings),
+            "seconds_to_decision": round(seconds), "seconds_to_shadow": round(in_shadow_s),
+            "active_before": active, "active_after": now_active, "accuracy_after": accuracy,
+            "run": {k: run.get(k) for k in ("id", "status", "started_at", "finished_at", "data", "metrics")} if run else None}
+
+
+def plateau(points: list[dict[str, Any]], counts: dict[str, int]) -> dict[str, int | None]:
+    """Per group, the fewest corrections after which accuracy stays within one standard error of the last point."""
+    out: dict[str, int | None] = {}
+    if len(points) < 2:
+        return out
+    last = points[-1]["accuracy"]
+    for group in last:
+        final = last[group] / 100
+        n = max(1, counts.get(group, sum(counts.values())))
+        margin = 100 * (final * (1 - final) / n) ** 0.5
+        reached = None
+        for p in points:
+            if all(q["accuracy"][group] >= last[group] - margin for q in points if q["corrections"] >= p["corrections"]):
+                reached = p["corrections"]
+                break
+        out[group] = reached
+    return out
+
+
+def _fmt(accuracy: dict[str, float]) -> str:
+    return "  ".join(f"{g} {v:.2f}%" for g, v in accuracy.items())
+
+
+def report_population(result: dict[str, Any], points: list[int | None]) -> None:
+    rows = result["points"]
+    print("\naccuracy (%) on the other half's writers (three renderings each) after N corrections from the users' half")
+    print(f"  {'group':<8}{'n':>6} " + " ".join(f"{p['corrections']:>8}" for p in rows))
+    for group in [*GROUPS, "pooled"]:
+        n = result["n"].get(group, sum(result["n"].values()))
+        print(f"  {group:<8}{n:>6} " + " ".join(f"{p['accuracy'].get(group, float('nan')):>8.2f}" for p in rows))
+    seconds = [p["run_seconds"] for p in rows if p.get("run_seconds") is not None]
+    if seconds:
+        print(f"  fine-tune in the worker: {', '.join(f'{s:.0f}' for s in seconds)} s")
+    if result.get("plateau"):
+        print("  plateau (fewest corrections within one standard error of the last point): "
+              + ", ".join(f"{g} {c}" for g, c in result["plateau"].items()))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -400,7 +624,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--torch-threads", type=int, default=0, help="TRAINING_TORCH_THREADS for the worker")
     parser.add_argument("--concurrency", type=int, default=2, help="parallel predict requests while scoring")
-    parser.add_argument("--seed", type=int, default=0, help="drawing parameters and the order of corrections")
+    parser.add_argument("--seed", type=int, default=0, help="drawing parameters, the order of corrections and "
+                        "(--question population) the writers' split")
+    parser.add_argument("--question", choices=("leave-one-out", "population"), default="leave-one-out",
+                        help="score a writer group no correction came from, or new writers of the groups corrected")
+    parser.add_argument("--through", choices=("api", "policy"), default="api",
+                        help="population: staff fine-tune at each point (api), or the policy decides (policy)")
+    parser.add_argument("--policy-min-labels", type=int, default=0,
+                        help="--through policy: RETRAIN_POLICY_MIN_LABELS (labels that start the fine-tune; "
+                             "default: all the corrections given before it)")
+    parser.add_argument("--shadow-labels", type=int, default=200,
+                        help="--through policy: RETRAIN_POLICY_SHADOW_MIN_LABELS (labels the gate waits for)")
     parser.add_argument("--keep", action="store_true", help="keep each site's folder (database, media, logs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -414,6 +648,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no recorded digits at {args.data}; pass --data PATH to strokes.json.gz", file=sys.stderr)
         return 2
     samples = load_strokes(args.data)
+    if args.question == "population":
+        result = play_population(args, samples, args.points)
+        if args.through == "api":
+            report_population(result, args.points)
+        if args.json:
+            args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
+                                                      for k, v in vars(args).items()}, **result}, indent=2))
+            print(f"wrote {args.json}")
+        return 0
     results: dict[str, list[Point]] = {}
     for held in held_out:
         results[held] = play(args, samples, held, args.points)

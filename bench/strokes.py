@@ -266,3 +266,20 @@ def rendered_tensor_dataset(
     ``(x float32 [N, 1, 28, 28], y int64 [N])``, ready to score a model with."""
     rendered = rendered_set(path, seed=seed, variants=variants)
     return rendered.x, rendered.y
+
+
+def split_writers(writers: Sequence[str], *, seed: int = 0) -> set[str]:
+    """Half of each group's writers (seeded): the "users" who correct, the rest are the new visitors.
+
+    Writers are ``"<group>/<id>"``; per group, the sorted distinct writers are shuffled with ``seed`` and
+    the first half (rounded down) returned. The same writers and seed give the same half.
+    """
+    by_group: dict[str, list[str]] = {}
+    for writer in sorted(set(writers)):
+        by_group.setdefault(writer.split("/")[0], []).append(writer)
+    chosen: set[str] = set()
+    for group, members in sorted(by_group.items()):
+        rng = np.random.default_rng([seed, int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)])
+        order = rng.permutation(len(members))
+        chosen.update(members[i] for i in order[: len(members) // 2])
+    return chosen
