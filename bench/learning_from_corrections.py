@@ -502,18 +502,28 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
     in_shadow_s = time.perf_counter() - started
     print(f"[policy] candidate in shadow after {in_shadow_s:.0f}s: {api.call('GET', '/api/policy/')['status']}",
           flush=True)
-    # the users go on drawing; the candidate answers in shadow beside the active version; staff confirm
-    later_drawings = render_drawings(samples, later, seed=args.seed)
-    for drawing in later_drawings:
-        answer = predict(api, drawing)
-        time.sleep(0.1)  # the shadow process answers from the drawings it polls
-        api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
-
     def decided():
         return next((e for e in api.call("GET", "/api/policy/")["events"]
                      if e["action"] in {"promoted", "kept", "failed"}), None)
 
-    event = wait_for("the gate's decision", decided)
+    # The users go on drawing (their remaining digits, then their others in the other renderings) and staff
+    # confirm each; the candidate answers in shadow beside the active version where the shadow process has
+    # room (it skips drawings while the CPUs are busy), so they draw until the gate has enough and decides.
+    traffic = later + corrections
+    sent, event = 0, None
+    while event is None:
+        if sent >= 3 * len(traffic):
+            raise ApiError(f"no decision after {sent} drawings labelled in shadow")
+        index, variant = traffic[sent % len(traffic)], (sent // len(traffic) + 1) % 3
+        drawing = render_drawings(samples, [index], seed=args.seed, variants=[variant] if sent >= len(later) else None)[0]
+        answer = predict(api, drawing)
+        time.sleep(0.1)  # the shadow process answers from the drawings it polls
+        api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
+        sent += 1
+        if sent >= args.shadow_labels and sent % 10 == 0:
+            event = decided()
+    later_drawings = range(sent)
+    event = event or wait_for("the gate's decision", decided)
     seconds = time.perf_counter() - started
     now_active = api.call("GET", "/api/model-status/")["active"]["id"]
     accuracy = score_groups(api, visitor_drawings, now_active, args.concurrency)

@@ -49,11 +49,16 @@ class AugmentConfig:
     # Writing habits: the share of the images of a class drawn with the habit (0 = never).
     slashed_zero: float = 0.0  # a slash through the oval, often beyond it (a Scandinavian / programmer's 0)
     dotted_zero: float = 0.0  # a dot in the middle of the oval
+    crossed_zero: float = 0.0  # a horizontal bar across the middle of the oval (read as an 8 without it)
     flagged_one: float = 0.0  # a short slanted flag at the top of the stem (the European 1)
     serif_one: float = 0.0  # a horizontal base under the stem (independent of the flag)
     crossed_seven: float = 0.0  # a short bar across the middle of the stem
     open_four: float = 0.0  # the top where the diagonal meets the upright left open
     habits_extra: bool = False  # a glyph with a habit joins the batch as an extra sample (True) or replaces it
+    # The users' medium: the share of glyphs re-drawn as a canvas draws them (thinned to their skeleton,
+    # then stroked with a round pen of constant width, ``canvas_pen_width`` px at 28x28), 0 = never.
+    canvas_pen: float = 0.0
+    canvas_pen_width: tuple[float, float] = (1.2, 3.4)
     # The one's flag: degrees below the horizontal (range), length as a share of the stem (range), and
     # the most it may reach sideways (share of the stem). See FLAG_ANGLE, FLAG_LENGTH, FLAG_REACH.
     flag_angle: tuple[float, float] = FLAG_ANGLE
@@ -62,14 +67,19 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         shares = {
-            "slashed_zero": self.slashed_zero, "dotted_zero": self.dotted_zero, "flagged_one": self.flagged_one,
+            "slashed_zero": self.slashed_zero, "dotted_zero": self.dotted_zero, "crossed_zero": self.crossed_zero,
+            "flagged_one": self.flagged_one, "canvas_pen": self.canvas_pen,
             "serif_one": self.serif_one, "crossed_seven": self.crossed_seven, "open_four": self.open_four,
         }
         for name, value in shares.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a share in [0, 1]")
-        if self.slashed_zero + self.dotted_zero > 1.0:
-            raise ValueError("slashed_zero + dotted_zero cannot exceed 1 (a zero gets at most one)")
+        if self.slashed_zero + self.dotted_zero + self.crossed_zero > 1.0:
+            raise ValueError("slashed_zero + dotted_zero + crossed_zero cannot exceed 1 (a zero gets at most one)")
+        object.__setattr__(self, "canvas_pen_width", tuple(float(v) for v in self.canvas_pen_width))
+        thinnest, thickest = self.canvas_pen_width
+        if not (len(self.canvas_pen_width) == 2 and 0.5 <= thinnest <= thickest <= 6.0):
+            raise ValueError("canvas_pen_width must be [thinnest, thickest] px within 0.5-6")
         # Stored configs come back from JSON with lists where tuples were.
         object.__setattr__(self, "flag_angle", tuple(float(v) for v in self.flag_angle))
         object.__setattr__(self, "flag_length", tuple(float(v) for v in self.flag_length))
@@ -84,8 +94,8 @@ class AugmentConfig:
 
     @property
     def has_habits(self) -> bool:
-        return any((self.slashed_zero, self.dotted_zero, self.flagged_one, self.serif_one, self.crossed_seven,
-                    self.open_four))
+        return any((self.slashed_zero, self.dotted_zero, self.crossed_zero, self.flagged_one, self.serif_one,
+                    self.crossed_seven, self.open_four))
 
 
 # --------------------------------------------------------------------------- geometry of a batch of glyphs
@@ -234,6 +244,20 @@ def dot_strokes(glyphs: Glyphs, generator: torch.Generator | None, like: torch.T
     return _points(x - hx, y - hy), _points(x + hx, y + hy)
 
 
+def bar_strokes(glyphs: Glyphs, generator: torch.Generator | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A nearly horizontal bar (within 15 degrees) through the middle of each oval, each end stopping a
+    little inside the oval or running up to 30% of its width beyond: a zero crossed as some people cross it."""
+    n = len(glyphs.top)
+    cx, cy = glyphs.centre
+    h, w = glyphs.height, (glyphs.right - glyphs.left).clamp_min(1.0)
+    tilt = _uniform(n, -15.0, 15.0, like, generator) * (math.pi / 180)
+    dx, dy = torch.cos(tilt), torch.sin(tilt)
+    y = cy + _uniform(n, -0.10, 0.10, like, generator) * h
+    left = w / 2 + _uniform(n, -0.15, 0.30, like, generator) * w
+    right = w / 2 + _uniform(n, -0.15, 0.30, like, generator) * w
+    return _points(cx - dx * left, y - dy * left), _points(cx + dx * right, y + dy * right)
+
+
 def stem(images: torch.Tensor, glyphs: Glyphs) -> tuple[torch.Tensor, torch.Tensor]:
     """The top and bottom ends ``[N, 2]`` of each glyph's stem, from the ink in its top and bottom rows."""
     band = (glyphs.width / 2).clamp(1.0, 2.0)
@@ -361,17 +385,19 @@ def habit_variants(
     u_zero, u_flag, u_serif, u_seven, u_four = draw(), draw(), draw(), draw(), draw()
     slashed = ok & (labels == 0) & (u_zero < cfg.slashed_zero)
     dotted = ok & (labels == 0) & (u_zero >= cfg.slashed_zero) & (u_zero < cfg.slashed_zero + cfg.dotted_zero)
+    barred = (ok & (labels == 0) & (u_zero >= cfg.slashed_zero + cfg.dotted_zero)
+              & (u_zero < cfg.slashed_zero + cfg.dotted_zero + cfg.crossed_zero))
     flagged = ok & (labels == 1) & (u_flag < cfg.flagged_one)
     serifed = ok & (labels == 1) & (u_serif < cfg.serif_one)
     crossed = ok & (labels == 7) & (u_seven < cfg.crossed_seven)
     opened = ok & (labels == 4) & (u_four < cfg.open_four)
-    chosen = torch.nonzero(slashed | dotted | flagged | serifed | crossed | opened).flatten()
+    chosen = torch.nonzero(slashed | dotted | barred | flagged | serifed | crossed | opened).flatten()
     if chosen.numel() == 0:
         return none
     # Only the chosen few (a few percent of a batch) are measured, drawn on and re-normalised.
     sub = images[chosen]
-    slashed, dotted, flagged, serifed, crossed, opened = (
-        mask[chosen] for mask in (slashed, dotted, flagged, serifed, crossed, opened)
+    slashed, dotted, barred, flagged, serifed, crossed, opened = (
+        mask[chosen] for mask in (slashed, dotted, barred, flagged, serifed, crossed, opened)
     )
     m = len(chosen)
     glyphs = measure(sub)
@@ -388,6 +414,7 @@ def habit_variants(
     segments = [
         (slashed, *slash_strokes(glyphs, generator, sub), pen),
         (dotted, *dot_strokes(glyphs, generator, sub), pen * 1.6),
+        (barred, *bar_strokes(glyphs, generator, sub), pen),
         (flagged, *flag_strokes(top, bottom, generator, sub, angle_deg=cfg.flag_angle,
                                 length_share=cfg.flag_length, reach=cfg.flag_reach), pen),
         (serifed, *serif_strokes(top, bottom, generator, sub), pen),
@@ -402,7 +429,7 @@ def habit_variants(
         ink = segment_coverage((kinds * m, 1, *sub.shape[-2:]), p0, p1, width).view(kinds, m, 1, *sub.shape[-2:])
         ink = (ink * where.view(kinds, m, 1, 1, 1).to(ink.dtype)).amax(dim=0)
         out = torch.maximum(out, ink)
-    changed = slashed | dotted | flagged | serifed | crossed | opened
+    changed = slashed | dotted | barred | flagged | serifed | crossed | opened
     if not bool(changed.any()):  # chosen only for habits that did not fit (an open four, a leaning base)
         return none
     return chosen[changed], renormalize(out[changed]).to(images.dtype)
@@ -424,6 +451,77 @@ def add_habits(
         return images
     result = images.clone()
     result[index] = variants
+    return result
+
+
+# --------------------------------------------------------------------------- the users' medium
+
+
+def _neighbours(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 neighbours P2..P9 of every pixel of ``[N, 1, H, W]`` (0/1 floats), clockwise from north."""
+    padded = F.pad(mask, (1, 1, 1, 1))
+    h, w = mask.shape[-2:]
+    offsets = ((0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0), (0, 0))  # (row, col) in the padding
+    return [padded[..., r : r + h, c : c + w] for r, c in offsets]
+
+
+def skeleton(images: torch.Tensor, level: float = INK, max_iterations: int = 12) -> torch.Tensor:
+    """Each glyph of ``[N, 1, H, W]`` thinned to a one-pixel skeleton (0/1 floats), the whole batch at
+    once: Zhang and Suen's two sub-iterations, repeated until nothing changes."""
+    mask = (images > level).to(images.dtype)
+    for _ in range(max_iterations):
+        before = mask
+        for step in (0, 1):
+            p2, p3, p4, p5, p6, p7, p8, p9 = _neighbours(mask)
+            ring = (p2, p3, p4, p5, p6, p7, p8, p9, p2)
+            count = p2 + p3 + p4 + p5 + p6 + p7 + p8 + p9
+            transitions = sum((1 - a) * b for a, b in zip(ring[:-1], ring[1:]))
+            if step == 0:
+                side = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+            else:
+                side = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+            remove = (mask > 0) & (count >= 2) & (count <= 6) & (transitions == 1) & side
+            mask = mask * (~remove).to(mask.dtype)
+        if torch.equal(mask, before):
+            break
+    return mask
+
+
+def round_pen(lines: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Stroke one-pixel ``lines`` ``[N, 1, H, W]`` with a round pen of ``width`` px ``[N]``, anti-aliased
+    over one pixel: a pixel's ink is how far its centre lies inside the pen around the nearest line pixel."""
+    n = lines.shape[0]
+    reach = int(math.ceil(float(width.max()) / 2 + 0.5))
+    padded = F.pad(lines, (reach, reach, reach, reach))
+    h, w = lines.shape[-2:]
+    half = width.view(n, 1, 1, 1) / 2 + 0.5
+    ink = torch.zeros_like(lines)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            weight = (half - math.hypot(dx, dy)).clamp(0.0, 1.0)
+            if not bool((weight > 0).any()):
+                continue
+            shifted = padded[..., reach + dy : reach + dy + h, reach + dx : reach + dx + w]
+            ink = torch.maximum(ink, shifted * weight)
+    return ink
+
+
+def canvas_strokes(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """``cfg.canvas_pen`` of the glyphs re-drawn as a canvas draws: the skeleton stroked with a round pen of
+    constant width; the rest returned as they were. A glyph whose skeleton comes out empty stays too."""
+    n = images.shape[0]
+    if cfg.canvas_pen <= 0 or n == 0:
+        return images
+    chosen = torch.nonzero(torch.rand(n, device=images.device, generator=generator) < cfg.canvas_pen).flatten()
+    if chosen.numel() == 0:
+        return images
+    sub = images[chosen]
+    lines = skeleton(sub)
+    width = _uniform(len(chosen), *cfg.canvas_pen_width, sub, generator)
+    redrawn = round_pen(lines, width)
+    kept = lines.sum(dim=(1, 2, 3)) > 0
+    result = images.clone()
+    result[chosen[kept]] = redrawn[kept].to(images.dtype)
     return result
 
 
@@ -475,6 +573,7 @@ def random_affine(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Gen
 
 
 def _thickness_and_affine(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+    images = canvas_strokes(images, cfg, generator)
     if cfg.thickness > 0 and cfg.thickness_p > 0:
         n = images.shape[0]
         amount = (torch.rand(n, device=images.device, generator=generator) * 2 - 1) * cfg.thickness
