@@ -79,6 +79,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from bench.poisoning import wait  # noqa: E402
 from bench.predict_api import fresh_database, site_env  # noqa: E402
 from bench.real_drawings import DEFAULT_DATA  # noqa: E402
 from bench.strokes import load_strokes, render, split_writers, variant_params  # noqa: E402
@@ -237,6 +238,11 @@ class Site:
         path = self.tmp / f"{name}.log"
         return path.read_text(errors="replace") if path.is_file() else ""
 
+    def print_logs(self) -> None:
+        for log in self.logs:
+            if log.is_file():
+                print(f"--- {log.name} (last lines)\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             stop(process, timeout=30)
@@ -278,15 +284,7 @@ def correct(api: Api, drawing: Drawing) -> bool:
 
 
 def score(api: Api, drawings: Sequence[Drawing], version: int, concurrency: int) -> float:
-    def one(drawing: Drawing) -> bool:
-        reply = predict(api, drawing, version)
-        if reply["model_version"]["id"] != version:
-            raise ApiError(f"asked version {version}, answered by {reply['model_version']['id']}")
-        return reply["digit"] == drawing.label
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = list(pool.map(one, drawings))
-    return 100.0 * sum(results) / len(results)
+    return score_groups(api, drawings, version, concurrency)["pooled"]
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -366,9 +364,7 @@ def play(args: argparse.Namespace, samples: list[dict[str, Any]], held: str, poi
                   f"(n={p.n})" + (f"; run {p.run} {p.run_seconds:.0f}s, {p.trained_drawings} drawings trained, "
                                    f"MNIST test {p.mnist_test:.2f}%, {p.config}" if p.run else ""), flush=True)
     except Exception:
-        for log in site.logs:
-            if log.is_file():
-                print(f"--- {log.name} (last lines)\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        site.print_logs()
         raise
     finally:
         site.stop()
@@ -409,17 +405,6 @@ def staff_correct(api: Api, drawing: Drawing) -> dict[str, Any]:
     """A user draws; the correction reaches the site as a trusted label (staff confirming it)."""
     answer = predict(api, drawing)
     return api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
-
-
-def wait_for(what: str, probe: Any, timeout: float = RUN_TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ApiError(f"timed out waiting for {what}")
-        time.sleep(2.0)
 
 
 def play_population(args: argparse.Namespace, samples: list[dict[str, Any]], points: list[int | None]) -> dict[str, Any]:
@@ -470,9 +455,7 @@ def play_population(args: argparse.Namespace, samples: list[dict[str, Any]], poi
                   f"{point['run']} {point['run_seconds']:.0f}s, {point['trained_drawings']} drawings trained, MNIST "
                   f"test {point['mnist_test']:.2f}%, {point['config']}", flush=True)
     except Exception:
-        for log in site.logs:
-            if log.is_file():
-                print(f"--- {log.name} (last lines)\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        site.print_logs()
         raise
     finally:
         site.stop()
@@ -498,7 +481,7 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
                 raise ApiError(f"the policy's run failed: {event}")
         return state if "in shadow" in state["status"] else None
 
-    wait_for("the policy's fine-tune and its candidate in shadow", candidate_in_shadow)
+    wait("the policy's fine-tune and its candidate in shadow", candidate_in_shadow, timeout=RUN_TIMEOUT_S)
     in_shadow_s = time.perf_counter() - started
     print(f"[policy] candidate in shadow after {in_shadow_s:.0f}s: {api.call('GET', '/api/policy/')['status']}",
           flush=True)
@@ -523,7 +506,7 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
         if sent >= args.shadow_labels and sent % 10 == 0:
             event = decided()
     later_drawings = range(sent)
-    event = event or wait_for("the gate's decision", decided)
+    event = event or wait("the gate's decision", decided, timeout=RUN_TIMEOUT_S)
     seconds = time.perf_counter() - started
     now_active = api.call("GET", "/api/model-status/")["active"]["id"]
     accuracy = score_groups(api, visitor_drawings, now_active, args.concurrency)
