@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench.learning_from_corrections import parse_points  # noqa: E402
 from bench.strokes import default_cache_dir, rendered_set, split_writers  # noqa: E402
 from engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from engine.data import load_mnist  # noqa: E402
@@ -83,7 +84,7 @@ def scored(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, temperat
     return 100.0 * float((~wrong).float().mean()), confusions
 
 
-def population_cases(rendered: Any, points: list[int | None], seed: int) -> tuple[list[int], list[int]]:
+def population_cases(rendered: Any, seed: int) -> tuple[list[int], list[int]]:
     """The users' corrections (rendering indices, in the order they arrive) and the visitors' renderings."""
     users = split_writers(rendered.writer, seed=seed)
     own_variant = [i for i, w in enumerate(rendered.writer) if w in users and i % 3 == rendered.index[i] % 3]
@@ -96,10 +97,10 @@ def population_cases(rendered: Any, points: list[int | None], seed: int) -> tupl
 
 
 def run_population(args: argparse.Namespace, rendered: Any, recipes: list[tuple[str, dict[str, Any]]],
-                   checkpoint: dict[str, Any], mnist: Any, test_x: torch.Tensor, test_y: torch.Tensor) -> dict[str, Any]:
+                   checkpoint: dict[str, Any], base: torch.nn.Module, mnist: Any, test_x: torch.Tensor,
+                   test_y: torch.Tensor) -> dict[str, Any]:
     temperature, tta = checkpoint_temperature(checkpoint), checkpoint_tta(checkpoint)
-    base = model_from_checkpoint(checkpoint)
-    corrections, visitors = population_cases(rendered, args.points, args.seed)
+    corrections, visitors = population_cases(rendered, args.seed)
     groups = np.asarray(rendered.group)
     x, y = rendered.x[visitors], rendered.y[visitors]
     visitor_groups = groups[visitors]
@@ -146,11 +147,6 @@ def run_population(args: argparse.Namespace, rendered: Any, recipes: list[tuple[
     return results
 
 
-def parse_points(text: str) -> list[int | None]:
-    points = [None if part.strip() == "all" else int(part) for part in text.split(",") if part.strip()]
-    return sorted(points, key=lambda p: float("inf") if p is None else p)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", action="append", type=parse_recipe, metavar="NAME=JSON",
@@ -183,7 +179,7 @@ def main() -> None:
     test_x = test.images.float().div(255).unsqueeze(1)
     base = model_from_checkpoint(checkpoint)
     if args.question == "population":
-        summary = run_population(args, rendered, recipes, checkpoint, mnist, test_x, test.labels)
+        summary = run_population(args, rendered, recipes, checkpoint, base, mnist, test_x, test.labels)
         if args.json:
             args.json.write_text(json.dumps(summary, indent=2, default=str))
         return

@@ -49,7 +49,7 @@ corrections go through a staff token (trusted labels, the site's defaults for wh
 otherwise the users' own ``label_key`` corrections, with ``LABELS_TRAIN_TRUST=visitor``.
 
     python bench/learning_from_corrections.py --question population [--points 0,250,1000,all]
-        [--through api|policy] [--retrain-options '{"recipe": "population"}'] [--seed 0] [--json out.json]
+        [--through api|policy] [--retrain-options '{"epochs": 2}'] [--seed 0] [--json out.json]
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ class Site:
         self.logs: list[Path] = []
         self.drop_database = lambda: None
         self.redis_url = args.redis_url
-        self.policy = getattr(args, "through", "api") == "policy"
+        self.policy = args.through == "policy"
 
     def start(self) -> Api:
         database_url, self.drop_database = fresh_database(self.args.database_url, self.tmp)
@@ -401,9 +401,10 @@ def score_groups(api: Api, drawings: Sequence[Drawing], version: int, concurrenc
     return out
 
 
-def staff_correct(api: Api, drawing: Drawing) -> dict[str, Any]:
-    """A user draws; the correction reaches the site as a trusted label (staff confirming it)."""
+def staff_correct(api: Api, drawing: Drawing, pause: float = 0.0) -> dict[str, Any]:
+    """A user draws; ``pause`` s later the correction reaches the site as a trusted label (staff confirming it)."""
     answer = predict(api, drawing)
+    time.sleep(pause)
     return api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
 
 
@@ -416,7 +417,7 @@ def play_population(args: argparse.Namespace, samples: list[dict[str, Any]], poi
           f"other half's {len(visitors)} digits to score ({', '.join(f'{g} {n}' for g, n in counts.items())}), "
           f"rendered in {time.perf_counter() - t0:.0f}s", flush=True)
     if args.through == "policy" and not args.policy_min_labels:
-        args.policy_min_labels = len(corrections) - args.shadow_labels - 20
+        args.policy_min_labels = len(policy_first(corrections, args))
     site = Site(args, "population")
     out: dict[str, Any] = {"n": counts, "users_digits": len(corrections), "points": []}
     try:
@@ -463,10 +464,15 @@ def play_population(args: argparse.Namespace, samples: list[dict[str, Any]], poi
     return out
 
 
+def policy_first(corrections: list[int], args: argparse.Namespace) -> list[int]:
+    """The corrections given before the policy's run: all but enough for the shadow phase."""
+    return corrections[: len(corrections) - args.shadow_labels - 20]
+
+
 def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, Any]], corrections: list[int],
                    visitor_drawings: list[Drawing], active: int) -> dict[str, Any]:
     """All the users' corrections as trusted labels; the policy fine-tunes, shadows and decides by itself."""
-    first = corrections[: len(corrections) - args.shadow_labels - 20]
+    first = policy_first(corrections, args)
     later = corrections[len(first):]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
@@ -485,6 +491,7 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
     in_shadow_s = time.perf_counter() - started
     print(f"[policy] candidate in shadow after {in_shadow_s:.0f}s: {api.call('GET', '/api/policy/')['status']}",
           flush=True)
+
     def decided():
         return next((e for e in api.call("GET", "/api/policy/")["events"]
                      if e["action"] in {"promoted", "kept", "failed"}), None)
@@ -499,14 +506,10 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
             raise ApiError(f"no decision after {sent} drawings labelled in shadow")
         index, variant = traffic[sent % len(traffic)], (sent // len(traffic) + 1) % 3
         drawing = render_drawings(samples, [index], seed=args.seed, variants=[variant] if sent >= len(later) else None)[0]
-        answer = predict(api, drawing)
-        time.sleep(0.1)  # the shadow process answers from the drawings it polls
-        api.call("POST", f"/api/predictions/{answer['id']}/label/", {"label": drawing.label})
+        staff_correct(api, drawing, pause=0.1)  # the shadow process answers from the drawings it polls
         sent += 1
         if sent >= args.shadow_labels and sent % 10 == 0:
             event = decided()
-    later_drawings = range(sent)
-    event = event or wait("the gate's decision", decided, timeout=RUN_TIMEOUT_S)
     seconds = time.perf_counter() - started
     now_active = api.call("GET", "/api/model-status/")["active"]["id"]
     accuracy = score_groups(api, visitor_drawings, now_active, args.concurrency)
@@ -516,7 +519,7 @@ def through_policy(api: Api, args: argparse.Namespace, samples: list[dict[str, A
     print(f"[policy] the gate: {event['action']} ({event['reason']}) {seconds:.0f}s after the first correction; "
           f"active version {now_active}: {_fmt(accuracy)}", flush=True)
     return {"decision": {k: event.get(k) for k in ("action", "reason", "run", "version")},
-            "corrections_before_run": len(first), "labelled_in_shadow": len(later_drawings),
+            "corrections_before_run": len(first), "labelled_in_shadow": sent,
             "seconds_to_decision": round(seconds), "seconds_to_shadow": round(in_shadow_s),
             "active_before": active, "active_after": now_active, "accuracy_after": accuracy,
             "run": {k: run.get(k) for k in ("id", "status", "started_at", "finished_at", "data", "metrics")} if run else None}
@@ -545,7 +548,7 @@ def _fmt(accuracy: dict[str, float]) -> str:
     return "  ".join(f"{g} {v:.2f}%" for g, v in accuracy.items())
 
 
-def report_population(result: dict[str, Any], points: list[int | None]) -> None:
+def report_population(result: dict[str, Any]) -> None:
     rows = result["points"]
     print("\naccuracy (%) on the other half's writers (three renderings each) after N corrections from the users' half")
     print(f"  {'group':<8}{'n':>6} " + " ".join(f"{p['corrections']:>8}" for p in rows))
@@ -644,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.question == "population":
         result = play_population(args, samples, args.points)
         if args.through == "api":
-            report_population(result, args.points)
+            report_population(result)
         if args.json:
             args.json.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
                                                       for k, v in vars(args).items()}, **result}, indent=2))
