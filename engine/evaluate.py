@@ -78,7 +78,11 @@ def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str,
 
 
 def evaluate_sets(
-    model: nn.Module, sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *, batch_size: int = 256
+    model: nn.Module,
+    sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    batch_size: int = 256,
+    logits: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Figures for several named sets, flattened into the shape a model version stores.
 
@@ -86,14 +90,22 @@ def evaluate_sets(
     unprefixed ``per_class_accuracy`` / ``confusion_matrix``. Any other set ``name`` gives
     ``<name>_accuracy``, ``<name>_loss``, ``<name>_n``, ``<name>_per_class_accuracy`` and
     ``<name>_confusion_matrix``; an empty one only ``<name>_accuracy = None`` and ``<name>_n = 0``.
+    A set named in ``logits`` is scored from those (the caller's own forward pass of this model over
+    its images, e.g. one made for a calibration report) instead of a new one.
     """
-    net = inference_copy(model)
+    known = logits or {}
+    net = inference_copy(model) if set(sets) - set(known) else model
     metrics: dict[str, Any] = {}
     for name, (images, labels) in sets.items():
         if len(labels) == 0:
             metrics.update({f"{name}_accuracy": None, f"{name}_n": 0})
             continue
-        figures = evaluate(net, images, labels, batch_size=batch_size, fast=False)
+        if name in known:
+            if len(known[name]) != len(labels):
+                raise ValueError(f"{name}: {len(known[name])} rows of logits for {len(labels)} labels")
+            figures = metrics_from_logits(known[name], labels.to("cpu").long())
+        else:
+            figures = evaluate(net, images, labels, batch_size=batch_size, fast=False)
         grid = "" if name == "test" else f"{name}_"
         metrics.update({
             f"{name}_accuracy": figures["accuracy"],

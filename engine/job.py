@@ -75,16 +75,23 @@ def train_to_checkpoint(
         check_labels=test_split.labels if config.target_accuracy is not None else None,
     )
     result = train(config, data, callback=callback, should_cancel=should_cancel, init_state=init_state)
-    metrics = evaluate_sets(result.model, {"test": (test_split.images, test_split.labels), **(extra_eval or {})})
+    # One forward pass over the test set serves both the accuracy figures (the plain view) and the
+    # calibration report (every view the model is served with). A run stopped by its target check
+    # made that pass already: the check set is the test set, and the kept weights are the ones checked.
+    tta = result.calibration["tta"] if result.calibration is not None else "none"
+    if result.status == "target_reached" and tta == "none" and result.check_logits is not None:
+        test_views = result.check_logits.unsqueeze(0)
+    else:
+        test_views = view_logits(inference_copy(result.model), as_float_images(test_split.images), tta)
+    metrics = evaluate_sets(result.model, {"test": (test_split.images, test_split.labels), **(extra_eval or {})},
+                            logits={"test": test_views[0]})
     metrics.update({"val_accuracy": (result.val_metrics or {}).get("accuracy"), "best_epoch": result.best_epoch})
     if result.calibration is not None:
         # Reported, as accuracy is: the temperature was fitted on the validation split, not on these.
         # Before: one view at T = 1; after: as served (the checkpoint's temperature and views).
-        tta = result.calibration["tta"]
-        logits = view_logits(inference_copy(result.model), as_float_images(test_split.images), tta)
-        served = calibrated_probabilities(logits, result.calibration["temperature"])
+        served = calibrated_probabilities(test_views, result.calibration["temperature"])
         metrics.update({
-            "test_ece": expected_calibration_error(logits[0].softmax(dim=1), test_split.labels),
+            "test_ece": expected_calibration_error(test_views[0].softmax(dim=1), test_split.labels),
             "test_ece_calibrated": expected_calibration_error(served, test_split.labels),
         })
         if tta != "none":

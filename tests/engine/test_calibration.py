@@ -14,7 +14,7 @@ from engine.calibration import (
     nll,
 )
 from engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from engine.nets import build_model
+from engine.nets import build_model, inference_copy
 from engine.serving import (
     TTA_VIEWS,
     checkpoint_temperature,
@@ -23,7 +23,7 @@ from engine.serving import (
     tta_views,
     view_logits,
 )
-from engine.trainer import TrainConfig, TrainingData, train
+from engine.trainer import TrainConfig, TrainingData, split_validation, train
 
 
 def sampled(n: int = 20000, temperature: float = 2.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,6 +157,17 @@ def test_training_fits_the_temperature_on_its_validation_split():
     assert 0.05 < calibration["temperature"] < 20
     assert calibration["val_ece_after"] <= calibration["val_ece_before"] + 1e-6
     assert calibration["tta"] == "none"
+    # Served with one view, the temperature comes from the last validation pass of the kept weights;
+    # fitted afresh on those weights' logits it is the same, for a run kept by validation and for one
+    # stopped by its target check.
+    x_val, y_val = images[split_validation(640, 64, config.seed)[1]], labels[split_validation(640, 64, config.seed)[1]]
+    stopped = train(TrainConfig(**{**config.to_dict(), "target_accuracy": 0.01, "eval_every": 5}),
+                    TrainingData(images=images, labels=labels, check_images=images[:100], check_labels=labels[:100]))
+    assert stopped.status == "target_reached" and stopped.steps == 5
+    for run in (result, stopped):
+        fresh = calibration_record(view_logits(inference_copy(run.model), x_val.float().div(255).unsqueeze(1)),
+                                   y_val, tta="none")
+        assert fresh["temperature"] == pytest.approx(run.calibration["temperature"], rel=1e-4)
     no_val = train(TrainConfig(**{**config.to_dict(), "val_size": 0}), TrainingData(images=images, labels=labels))
     assert no_val.calibration is None
     with_views = train(TrainConfig(**{**config.to_dict(), "tta": "scale"}), TrainingData(images=images, labels=labels))

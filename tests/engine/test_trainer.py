@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 from engine.augment import AugmentConfig, augment_batch, stroke_thickness
-from engine.trainer import TrainConfig, TrainingData, recipe, split_validation, train
+from engine.evaluate import evaluate
+from engine.trainer import TrainConfig, TrainingData, WeightAverage, recipe, split_validation, train
 
 TINY = {"widths": [4, 8, 16]}
 
@@ -83,6 +86,52 @@ def test_target_accuracy_stops_early():
     assert result.status == "target_reached"
     assert result.checks[-1]["accuracy"] >= 0.95
     assert result.steps < 10 * ((640 - 64) // 32)
+
+
+def test_target_checks_wait_for_first_check():
+    data = synthetic_digits(640)
+    check = synthetic_digits(200, seed=1)
+    data.check_images, data.check_labels = check.images, check.labels
+    total = 10 * ((640 - 64) // 32)
+    result = train(tiny_config(epochs=10, target_accuracy=1.0, eval_every=4, first_check=0.5), data)
+    steps = [c["step"] for c in result.checks]
+    assert steps and min(steps) == next(s for s in range(4, total + 1, 4) if s >= total // 2)
+    assert all(s % 4 == 0 for s in steps)
+
+
+def test_the_weight_average_is_what_a_run_checks_and_keeps():
+    data = synthetic_digits(640)
+    check = synthetic_digits(200, seed=1)
+    data.check_images, data.check_labels = check.images, check.labels
+    config = tiny_config(epochs=1)
+    plain, averaged = train(config, data), train(replace(config, ema=0.9), data)
+    # The same steps on the same data (the average never feeds back): only the weights kept differ.
+    assert plain.steps == averaged.steps
+    assert any(not torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
+                                                     averaged.model.state_dict().values()) if a.is_floating_point())
+    assert averaged.val_metrics["accuracy"] > 0.9
+    # A run stopped by a check keeps the weights that check scored: the average.
+    stopped = train(replace(config, ema=0.9, target_accuracy=0.01, eval_every=5), data)
+    assert stopped.status == "target_reached" and stopped.steps == 5
+    assert evaluate(stopped.model, check.images, check.labels)["accuracy"] == stopped.checks[-1]["accuracy"]
+
+
+def test_weight_average_update():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.99)
+    start = [t.clone() for t in average.model.state_dict().values()]
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    model.train()(torch.randn(4, 3))  # moves the batch-norm statistics and their counter
+    average.update(step=1)
+    share = 1 - 2 / 11  # the decay at step 1 is (1 + 1) / (10 + 1), below the 0.99 cap
+    for (name, mine), old, theirs in zip(average.model.state_dict().items(), start, model.state_dict().values()):
+        if mine.is_floating_point():
+            torch.testing.assert_close(mine, old + share * (theirs - old), msg=name)
+        else:
+            assert torch.equal(mine, theirs), name  # counters are copied
+    assert not any(p.requires_grad for p in average.model.parameters())
 
 
 def test_validation_split_is_disjoint_and_seeded():

@@ -70,11 +70,12 @@ def test_train_to_a_target_uses_the_fast_recipe(mnist_root, tmp_path):
     except CommandError as exc:
         assert "target accuracy not reached" in str(exc)
     output = stdout.getvalue()
-    assert "2 epochs x 3 steps" in output, output
+    fast = FAST_RECIPES["cnn"]
+    assert f"{fast['epochs']} epochs x {800 // fast['batch_size']} steps" in output, output
     assert re.search(r"^(did not reach|reached) target 99\.00%: test accuracy [\d.]+% .*training time", output, re.M)
     training = load_checkpoint(out)["training"]
-    fast = FAST_RECIPES["cnn"]
-    assert (training["epochs"], training["batch_size"], training["lr"]) == (fast["epochs"], fast["batch_size"], fast["lr"])
+    assert (training["epochs"], training["batch_size"], training["lr"], training["ema"]) == (
+        fast["epochs"], fast["batch_size"], fast["lr"], fast["ema"])
     assert training["augment_config"]["flagged_one"] == 0.0 and training["tta"] == "none"
 
 
