@@ -36,7 +36,8 @@ class RunSpec:
         None, kind="choice", choices=tuple(sorted(ARCHITECTURES)), label="Architecture", dashboard="main", cli=True,
         help="Architecture; required unless fine-tuning from base_version.")
     arch_config: dict | None = _option(
-        None, kind="object", label="Network config", help='Network config, e.g. {"widths": [8, 16, 32]} for cnn.')
+        None, kind="object", label="Network config", cli=True,
+        help='Network config, e.g. {"widths": [8, 16, 32]} for cnn (default: the architecture\'s).')
     epochs: int | None = _option(None, kind="int", minimum=1, maximum=200, label="Epochs", dashboard="main", cli=True,
                                  help=f"Passes over the training data (default: the recipe's; fine-tuning: {_FT['epochs']}).")
     batch_size: int | None = _option(None, kind="int", minimum=2, maximum=8192, label="Batch size", dashboard="more",

@@ -82,6 +82,24 @@ def test_train_to_a_target_uses_the_fast_recipe(mnist_root, tmp_path):
 def test_train_rejects_bad_options(tmp_path):
     with pytest.raises(CommandError, match="epochs"):
         run("train", "--arch", "cnn", "--epochs", "0", "--out", str(tmp_path / "x.pt"))
+    with pytest.raises(CommandError, match="arch-config"):
+        run("train", "--arch", "cnn", "--arch-config", "{widths: 4}", "--out", str(tmp_path / "x.pt"))
+    with pytest.raises(CommandError, match="arch_config must be an object"):
+        run("train", "--arch", "cnn", "--arch-config", "[4, 8, 16]", "--out", str(tmp_path / "x.pt"))
+    with pytest.raises(CommandError, match="unknown config field"):
+        run("train", "--arch", "cnn", "--arch-config", '{"depth": 3}', "--out", str(tmp_path / "x.pt"))
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.slow
+def test_train_takes_a_network_config(mnist_root, tmp_path):
+    out = tmp_path / "narrow.pt"
+    output = run("train", "--arch", "cnn", "--arch-config", '{"widths": [4, 8, 16]}', "--epochs", "1",
+                 "--mnist-limit", "600", "--val-size", "100", "--out", str(out), "--mnist-root", str(mnist_root))
+    assert "cnn (" in output
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["config"]["widths"] == [4, 8, 16]
+    assert checkpoint["training"]["arch_config"]["widths"] == [4, 8, 16]
 
 
 def _canvas_from_mnist(image: torch.Tensor) -> Image.Image:

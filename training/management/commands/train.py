@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ def _add_option(parser: CommandParser, option: RunOption, *, default: Any) -> No
 
     def convert(text: str) -> Any:
         try:
-            value = {"int": int, "float": float}.get(option.kind, str)(text)
+            value = {"int": int, "float": float, "object": json.loads}.get(option.kind, str)(text)
             return option.check(value)
-        except ValueError as exc:
+        except ValueError as exc:  # json.JSONDecodeError is one
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     parser.add_argument(f"--{option.name.replace('_', '-')}", type=convert, default=default,
@@ -70,6 +71,7 @@ class Command(BaseCommand):
         try:
             config = recipe(
                 opts["arch"],
+                arch_config=opts["arch_config"],
                 epochs=opts["epochs"],
                 batch_size=opts["batch_size"],
                 lr=opts["lr"],
