@@ -45,7 +45,8 @@ class Command(BaseCommand):
         "architecture's recipe defaults. With --target-accuracy the run stops as soon as MNIST test accuracy, "
         "checked four times per epoch, reaches the target (a speed benchmark, not a way to pick a model); "
         "unless --epochs, --batch-size or --lr is given it trains with the architecture's fast recipe "
-        "(engine.trainer.FAST_RECIPES: a short one-cycle, no habit synthesis)."
+        "(engine.trainer.FAST_RECIPES: a short one-cycle, no habit synthesis, a moving average of the weights "
+        "checked and kept, checks from the end of the warm-up)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
