@@ -49,10 +49,22 @@ def evaluate(
 
     ``fast`` evaluates a copy with batch norm folded into the convolutions (same function, fewer ops).
     """
+    return evaluate_with_logits(model, images, labels, batch_size=batch_size, fast=fast)[0]
+
+
+def evaluate_with_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    fast: bool = True,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """``evaluate``'s figures and the logits ``[N, 10]`` they were computed from (for a caller that
+    needs the same forward pass again, e.g. to fit a temperature)."""
     net = inference_copy(model) if fast else model
     logits = predict_logits(net, images, batch_size=batch_size)
-    labels = labels.to("cpu").long()
-    return metrics_from_logits(logits, labels)
+    return metrics_from_logits(logits, labels.to("cpu").long()), logits
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .augment import AugmentConfig, augment_labelled_batch
 from .calibration import calibration_record
-from .evaluate import as_float_images, metrics_from_logits, predict_logits
+from .evaluate import as_float_images, evaluate_with_logits
 from .nets import build_model, config_to_dict, count_parameters, inference_copy, make_config
 from .optim import OneCycle, make_optimizer
 from .serving import TTA_VIEWS, view_logits
@@ -382,8 +382,7 @@ def _train(
     def check_target() -> bool:
         assert data.check_images is not None and data.check_labels is not None
         nonlocal check_logits
-        check_logits = predict_logits(inference_copy(kept()), data.check_images)
-        metrics = metrics_from_logits(check_logits, data.check_labels.long())
+        metrics, check_logits = evaluate_with_logits(kept(), data.check_images, data.check_labels)
         model.train()
         checks.append({"step": step, "samples": step * config.batch_size, "train_seconds": train_seconds,
                        "accuracy": metrics["accuracy"]})
@@ -452,8 +451,7 @@ def _train(
             "seconds": epoch_train_seconds,
         }
         if len(y_val):
-            val_logits = predict_logits(inference_copy(kept()), x_val)
-            val = metrics_from_logits(val_logits, y_val)
+            val, val_logits = evaluate_with_logits(kept(), x_val, y_val)
             record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             key = (val["accuracy"], -val["loss"])
             if best_key is None or key >= best_key:
